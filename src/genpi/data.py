@@ -1,0 +1,76 @@
+"""The run directory's training example: what synthesis writes and training reads.
+
+A run directory (``genpi synth --out RUN_DIR``) holds one JSONL file per stage:
+
+- ``inputs.jsonl``        {"id", "input", ...}
+- ``conversations.jsonl`` {"id", "input", "turns": [{"role", "content"}, ...], "end_reason", ...}
+  ``turns`` come after the first user message: assistant (the teacher agent) and user (the
+  role-played environment) alternating, starting with the assistant.
+- ``outputs.jsonl``       {"id", "input", "student_output", "teacher_output", ...}
+- ``reasons.jsonl``       {"id", "reason", ...}
+- ``manifest.json``       models, settings, counts, the prompt fingerprint; ``prompt.json`` beside.
+
+Records are joined by ``id`` (one id per pseudo input).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genpi.prompt import Message, Prompt
+
+
+@dataclass
+class Example:
+    id: str
+    input: str
+    turns: list[Message] = field(default_factory=list)  # teacher/environment turns after the input
+    student_output: str | None = None  # y^S_0: the model's first answer without the prompt
+    teacher_output: str | None = None  # y^T_0: the model's first answer with the prompt
+    reason: str | None = None  # r: why the output changes given the prompt
+
+    def student_conversation(self, prompt: Prompt) -> list[Message]:
+        """The role-played conversation as the student sees it (no prompt)."""
+        return prompt.student_messages(self.input) + [dict(t) for t in self.turns]
+
+    def teacher_conversation(self, prompt: Prompt) -> list[Message]:
+        """The same conversation as the teacher saw it (prompt prefix included)."""
+        return prompt.teacher_messages(self.input) + [dict(t) for t in self.turns]
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSONL file, dropping a torn last line (a write cut off by a crash)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1 and not line.endswith("\n"):
+                break  # torn last line: the record in flight when the process died
+            raise ValueError(f"{path}:{i + 1} is not valid JSON") from None
+    return records
+
+
+def load_examples(run_dir: str | Path) -> list[Example]:
+    """Join a run directory's stage files into examples (only ids with a conversation)."""
+    run_dir = Path(run_dir)
+    by_id: dict[str, Example] = {}
+    for rec in read_jsonl(run_dir / "conversations.jsonl"):
+        by_id[rec["id"]] = Example(id=rec["id"], input=rec["input"], turns=list(rec.get("turns", [])))
+    for rec in read_jsonl(run_dir / "outputs.jsonl"):
+        if rec["id"] in by_id:
+            by_id[rec["id"]].student_output = rec.get("student_output")
+            by_id[rec["id"]].teacher_output = rec.get("teacher_output")
+    for rec in read_jsonl(run_dir / "reasons.jsonl"):
+        if rec["id"] in by_id:
+            by_id[rec["id"]].reason = rec.get("reason")
+    return list(by_id.values())

@@ -1,0 +1,179 @@
+"""The fixed prompt to internalize: loading, validation, fingerprint, teacher/student views.
+
+A prompt file is either plain text (used as one system message) or JSON/YAML with:
+
+- ``messages``: the chat prefix (system/user/assistant turns, few-shot demonstrations included);
+- ``input_template``: the final user turn, with ``{input}`` where the task input goes;
+- optional ``action_pattern`` (regex that reads an action from an answer), ``max_turns``,
+  ``student_template`` (what the student sees instead; default: ``input_template``), ``name``.
+
+AgentBench's prompts (``../shared/agentbench/prompts/*.json``) are in this shape.
+"""
+
+from __future__ import annotations
+
+from genpi.errors import GenpiError
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Message = dict[str, str]
+ROLES = ("system", "user", "assistant")
+INPUT_SLOT = "{input}"
+
+
+class PromptError(GenpiError, ValueError):
+    """A prompt file that cannot be used; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    messages: tuple[Message, ...]
+    input_template: str = INPUT_SLOT
+    student_template: str | None = None
+    action_pattern: str | None = None
+    max_turns: int | None = None
+    name: str = "prompt"
+    source: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # -- views ------------------------------------------------------------------------------
+    def fill(self, x: str, *, student: bool = False) -> str:
+        template = (self.student_template or self.input_template) if student else self.input_template
+        # str.replace, not str.format: templates hold code with literal braces.
+        return template.replace(INPUT_SLOT, x)
+
+    def teacher_messages(self, x: str) -> list[Message]:
+        """The prompt's prefix plus the final user turn: what the teacher sees."""
+        return [dict(m) for m in self.messages] + [{"role": "user", "content": self.fill(x)}]
+
+    def student_messages(self, x: str) -> list[Message]:
+        """The final user turn only: what the student (and the internalized adapter) sees."""
+        return [{"role": "user", "content": self.fill(x, student=True)}]
+
+    @property
+    def text(self) -> str:
+        """The prompt as one document (what the PG loss learns to generate)."""
+        parts = [f"{m['role'].upper()}: {m['content']}" for m in self.messages]
+        parts.append(f"USER: {self.input_template}")
+        return "\n\n".join(parts)
+
+    def read_action(self, answer: str) -> str | None:
+        """The action the prompt's ``action_pattern`` reads from ``answer``, or None."""
+        if not self.action_pattern:
+            return None
+        match = re.search(self.action_pattern, answer)
+        if match is None:
+            return None
+        return match.group(1) if match.groups() else match.group(0)
+
+    # -- identity ---------------------------------------------------------------------------
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "messages": [{"role": m["role"], "content": m["content"]} for m in self.messages],
+            "input_template": self.input_template,
+            "student_template": self.student_template,
+            "action_pattern": self.action_pattern,
+            "max_turns": self.max_turns,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.canonical(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.canonical()}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+
+    def check_fits(self, tokenizer: Any, max_context: int) -> int:
+        """Token length of the teacher's prefix; raise if it leaves no room in the context."""
+        n = len(tokenizer.apply_chat_template(self.teacher_messages(""), tokenize=True))
+        if n >= max_context:
+            raise PromptError(
+                f"prompt {self.name!r} is {n} tokens, longer than the model's context of "
+                f"{max_context} tokens: shorten the prompt or use a model with a longer context"
+            )
+        return n
+
+
+def _validate(p: Prompt) -> None:
+    where = f"prompt {p.source or p.name!r}"
+    if not p.messages and p.input_template.strip() == INPUT_SLOT:
+        raise PromptError(f"{where} is empty: give it at least one message or some text")
+    for i, m in enumerate(p.messages):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise PromptError(f"{where}: message {i} must be an object with 'role' and 'content'")
+        if m["role"] not in ROLES:
+            raise PromptError(
+                f"{where}: message {i} has unknown role {m['role']!r}; use one of {', '.join(ROLES)}"
+            )
+        if not isinstance(m["content"], str):
+            raise PromptError(f"{where}: message {i} content must be a string")
+    if not any(m["content"].strip() for m in p.messages) and p.input_template.strip() == INPUT_SLOT:
+        raise PromptError(f"{where} is empty: every message is blank")
+    for key in ("input_template", "student_template"):
+        template = getattr(p, key)
+        if template is not None and INPUT_SLOT not in template:
+            raise PromptError(f"{where}: {key} has no {INPUT_SLOT} slot; add {INPUT_SLOT} where the task input goes")
+    if p.action_pattern is not None:
+        try:
+            re.compile(p.action_pattern)
+        except re.error as exc:
+            raise PromptError(f"{where}: action_pattern is not a valid regex ({exc})") from None
+    if p.max_turns is not None and (not isinstance(p.max_turns, int) or p.max_turns < 1):
+        raise PromptError(f"{where}: max_turns must be a positive integer, got {p.max_turns!r}")
+
+
+def prompt_from_dict(data: dict[str, Any], *, source: str | None = None) -> Prompt:
+    known = {"name", "messages", "input_template", "student_template", "action_pattern", "max_turns"}
+    unknown = sorted(set(data) - known)
+    where = source or "prompt"
+    if unknown:
+        raise PromptError(f"{where}: unknown keys {unknown}; known keys are {sorted(known)}")
+    messages = data.get("messages") or []
+    if not isinstance(messages, list):
+        raise PromptError(f"{where}: 'messages' must be a list of {{role, content}} objects")
+    default_name = Path(source).stem if source else "prompt"
+    return Prompt(
+        messages=tuple(dict(m) if isinstance(m, dict) else m for m in messages),
+        input_template=data.get("input_template", INPUT_SLOT),
+        student_template=data.get("student_template"),
+        action_pattern=data.get("action_pattern"),
+        max_turns=data.get("max_turns"),
+        name=data.get("name") or default_name,
+        source=source,
+    )
+
+
+def load_prompt(path: str | Path) -> Prompt:
+    """Load a prompt file (.json / .yaml / .yml, anything else is plain text)."""
+    path = Path(path)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PromptError(f"prompt file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PromptError(f"prompt file {str(path)!r} cannot be read: {exc}") from None
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".yaml", ".yml"):
+        try:
+            data = json.loads(raw) if suffix == ".json" else yaml.safe_load(raw)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise PromptError(f"prompt file {str(path)!r} is not valid {suffix[1:].upper()}: {exc}") from None
+        if not isinstance(data, dict):
+            raise PromptError(f"prompt file {str(path)!r} must hold an object with 'messages'")
+        return prompt_from_dict(data, source=str(path))
+    if not raw.strip():
+        raise PromptError(f"prompt file {str(path)!r} is empty")
+    return Prompt(messages=({"role": "system", "content": raw.strip()},), name=path.stem, source=str(path))

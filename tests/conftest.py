@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny random model built from a config, the embedded model, shared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+AGENTBENCH = SHARED / "agentbench"
+
+
+@pytest.fixture(scope="session")
+def agentbench_dir() -> Path:
+    if not AGENTBENCH.is_dir():
+        pytest.skip(f"AgentBench data not found at {AGENTBENCH} (../shared beside the checkout)")
+    return AGENTBENCH
+
+
+@pytest.fixture(scope="session")
+def os_prompt_path(agentbench_dir: Path) -> Path:
+    return agentbench_dir / "prompts" / "os.json"
+
+
+@pytest.fixture(scope="session")
+def example_prompt_path() -> Path:
+    return Path(__file__).resolve().parents[1] / "examples" / "shell_agent.json"
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The embedded model's tokenizer (converted once into the genpi cache)."""
+    from genpi.models import load_tokenizer
+
+    return load_tokenizer("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
+    """A 2-layer random Llama with the embedded tokenizer, saved as a local model directory."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_model_dir):
+    from genpi.llm.local import LocalBackend
+
+    return LocalBackend.from_ref(str(tiny_model_dir), dtype="fp32")
+
+
+@pytest.fixture(scope="session")
+def embedded_backend():
+    from genpi.llm.local import LocalBackend
+
+    return LocalBackend.from_ref("smollm2-135m")
