@@ -74,3 +74,32 @@ def embedded_backend():
     from genpi.llm.local import LocalBackend
 
     return LocalBackend.from_ref("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_dir(tmp_path_factory, tiny_model_dir, example_prompt_path) -> Path:
+    """A LoRA adapter for the tiny model with random (non-zero) weights and genpi's metadata."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from genpi.adapter import AdapterInfo, write_adapter_info
+    from genpi.prompt import load_prompt
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"
+    )
+    model = get_peft_model(base, config)
+    out = tmp_path_factory.mktemp("tiny-adapter")
+    model.save_pretrained(out)
+    prompt = load_prompt(example_prompt_path)
+    info = AdapterInfo(
+        prompt_fingerprint=prompt.fingerprint,
+        prompt_name=prompt.name,
+        base_model=str(tiny_model_dir),
+        method="random",
+    )
+    write_adapter_info(out, info, prompt)
+    return out

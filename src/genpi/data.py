@@ -2,7 +2,8 @@
 
 A run directory (``genpi synth --out RUN_DIR``) holds one JSONL file per stage:
 
-- ``inputs.jsonl``        {"id", "input", ...}
+- ``inputs.jsonl``        {"id", "input", "split", ...}; ``split`` is "train" or "heldout" (never
+  trained on; ``genpi eval`` uses it), fixed per id by ``split_of``.
 - ``conversations.jsonl`` {"id", "input", "turns": [{"role", "content"}, ...], "end_reason", ...}
   ``turns`` come after the first user message: assistant (the teacher agent) and user (the
   role-played environment) alternating, starting with the assistant.
@@ -15,6 +16,7 @@ Records are joined by ``id`` (one id per pseudo input).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +25,17 @@ from typing import Any
 from genpi.prompt import Message, Prompt
 
 
+def split_of(record_id: str, heldout_fraction: float) -> str:
+    """"train" or "heldout", a pure function of the id so every stage and rerun agrees."""
+    bucket = int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "heldout" if bucket < heldout_fraction else "train"
+
+
 @dataclass
 class Example:
     id: str
     input: str
+    split: str = "train"
     turns: list[Message] = field(default_factory=list)  # teacher/environment turns after the input
     student_output: str | None = None  # y^S_0: the model's first answer without the prompt
     teacher_output: str | None = None  # y^T_0: the model's first answer with the prompt
@@ -60,12 +69,21 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def load_examples(run_dir: str | Path) -> list[Example]:
-    """Join a run directory's stage files into examples (only ids with a conversation)."""
+def load_examples(run_dir: str | Path, split: str | None = None) -> list[Example]:
+    """Join a run directory's stage files into examples (only ids with a conversation).
+
+    ``split`` keeps only "train" or "heldout" examples; None keeps all.
+    """
     run_dir = Path(run_dir)
+    splits = {rec["id"]: rec.get("split", "train") for rec in read_jsonl(run_dir / "inputs.jsonl")}
     by_id: dict[str, Example] = {}
     for rec in read_jsonl(run_dir / "conversations.jsonl"):
-        by_id[rec["id"]] = Example(id=rec["id"], input=rec["input"], turns=list(rec.get("turns", [])))
+        rec_split = splits.get(rec["id"], "train")
+        if split is not None and rec_split != split:
+            continue
+        by_id[rec["id"]] = Example(
+            id=rec["id"], input=rec["input"], split=rec_split, turns=list(rec.get("turns", []))
+        )
     for rec in read_jsonl(run_dir / "outputs.jsonl"):
         if rec["id"] in by_id:
             by_id[rec["id"]].student_output = rec.get("student_output")
