@@ -50,6 +50,8 @@ def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
         num_key_value_heads=2,
         max_position_embeddings=4096,
         tie_word_embeddings=True,
+        # wider than the default 0.02, so greedy replies vary instead of repeating one token
+        initializer_range=0.1,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

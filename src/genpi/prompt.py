@@ -98,7 +98,8 @@ class Prompt:
 
     def check_fits(self, tokenizer: Any, max_context: int) -> int:
         """Token length of the teacher's prefix; raise if it leaves no room in the context."""
-        n = len(tokenizer.apply_chat_template(self.teacher_messages(""), tokenize=True))
+        text = tokenizer.apply_chat_template(self.teacher_messages(""), tokenize=False)
+        n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         if n >= max_context:
             raise PromptError(
                 f"prompt {self.name!r} is {n} tokens, longer than the model's context of "
