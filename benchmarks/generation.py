@@ -25,7 +25,10 @@ SHARED = ROOT.parent / "shared" / "agentbench"
 def workload(n: int) -> tuple[list, str]:
     if (SHARED / "prompts" / "os.json").exists():
         prompt = load_prompt(SHARED / "prompts" / "os.json")
-        inputs = [p["description"] for p in json.loads((SHARED / "os_interaction/data/dev.json").read_text())]
+        inputs = [
+            p["description"]
+            for p in json.loads((SHARED / "os_interaction/data/dev.json").read_text())
+        ]
         source = "AgentBench OS prompt, dev problems"
     else:
         prompt = load_prompt(ROOT / "examples" / "shell_agent.json")
@@ -77,10 +80,16 @@ def main() -> None:
     single_s = time.perf_counter() - t0
 
     batched_rate, single_rate = batched_tokens / batched_s, single_tokens / single_s
-    print(f"workload: {args.n} prompts ({source}), model {args.model}, greedy, "
-          f"max_new_tokens {args.max_new_tokens}, batch size {args.batch_size}, dtype {backend.model.dtype}")
-    print(f"batched backend : {batched_tokens:6d} tokens in {batched_s:7.1f} s = {batched_rate:7.1f} tok/s")
-    print(f"one at a time   : {single_tokens:6d} tokens in {single_s:7.1f} s = {single_rate:7.1f} tok/s")
+    print(
+        f"workload: {args.n} prompts ({source}), model {args.model}, greedy, "
+        f"max_new_tokens {args.max_new_tokens}, batch size {args.batch_size}, dtype {backend.model.dtype}"
+    )
+    print(
+        f"batched backend : {batched_tokens:6d} tokens in {batched_s:7.1f} s = {batched_rate:7.1f} tok/s"
+    )
+    print(
+        f"one at a time   : {single_tokens:6d} tokens in {single_s:7.1f} s = {single_rate:7.1f} tok/s"
+    )
     print(f"speed-up (batched / one at a time): {batched_rate / single_rate:.2f}x")
 
 

@@ -91,7 +91,11 @@ def tiny_adapter_dir(tmp_path_factory, tiny_model_dir, example_prompt_path) -> P
     torch.manual_seed(1)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     config = LoraConfig(
-        r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"
+        r=4,
+        lora_alpha=8,
+        target_modules="all-linear",
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
     )
     model = get_peft_model(base, config)
     out = tmp_path_factory.mktemp("tiny-adapter")

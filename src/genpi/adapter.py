@@ -45,14 +45,18 @@ class AdapterInfo:
 def write_adapter_info(adapter_dir: str | Path, info: AdapterInfo, prompt: Prompt) -> None:
     adapter_dir = Path(adapter_dir)
     adapter_dir.mkdir(parents=True, exist_ok=True)
-    (adapter_dir / INFO_FILE).write_text(json.dumps(info.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    (adapter_dir / INFO_FILE).write_text(
+        json.dumps(info.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    )
     prompt.save(adapter_dir / PROMPT_FILE)
 
 
 def read_adapter_info(adapter_dir: str | Path) -> AdapterInfo:
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
-        raise AdapterError(f"{str(adapter_dir)!r} is not an adapter directory (no adapter_config.json)")
+        raise AdapterError(
+            f"{str(adapter_dir)!r} is not an adapter directory (no adapter_config.json)"
+        )
     path = adapter_dir / INFO_FILE
     if not path.exists():
         raise AdapterError(
@@ -79,7 +83,11 @@ def check_adapter(
 ) -> AdapterInfo:
     """Refuse an adapter trained on another base model or for another prompt."""
     info = read_adapter_info(adapter_dir)
-    if base_weights_sha256 and info.base_weights_sha256 and base_weights_sha256 != info.base_weights_sha256:
+    if (
+        base_weights_sha256
+        and info.base_weights_sha256
+        and base_weights_sha256 != info.base_weights_sha256
+    ):
         raise AdapterError(
             f"adapter {str(adapter_dir)!r} was trained on other weights ({info.base_model}, "
             f"sha256 {info.base_weights_sha256[:12]}) than the model given ({base_model}, "

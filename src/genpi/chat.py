@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", required=True, help="prompt file (text, JSON or YAML)")
     parser.add_argument("--model", default=None, help="model reference (default: smollm2-135m)")
     parser.add_argument("--adapter", default=None, help="adapter directory to apply")
-    parser.add_argument("--no-prompt", action="store_true", help="leave the prompt out (the student)")
+    parser.add_argument(
+        "--no-prompt", action="store_true", help="leave the prompt out (the student)"
+    )
     parser.add_argument(
         "--compare", action="store_true", help="answer with and without the prompt, side by side"
     )
@@ -30,7 +32,9 @@ def main(args: argparse.Namespace) -> int:
 
     prompt = load_prompt(args.prompt)
     if args.compare and (args.no_prompt or args.adapter):
-        raise GenpiError("--compare shows the model with and without the prompt; drop --no-prompt/--adapter")
+        raise GenpiError(
+            "--compare shows the model with and without the prompt; drop --no-prompt/--adapter"
+        )
     backend = load_backend(args.model, adapter=args.adapter)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     # An adapter replaces the prompt: it is used like the student, without the prompt.
@@ -38,7 +42,9 @@ def main(args: argparse.Namespace) -> int:
 
     def answer(x: str) -> None:
         if args.compare:
-            teacher, plain = backend.generate([prompt.teacher_messages(x), prompt.student_messages(x)], params)
+            teacher, plain = backend.generate(
+                [prompt.teacher_messages(x), prompt.student_messages(x)], params
+            )
             for title, gen in (("with the prompt", teacher), ("without the prompt", plain)):
                 action = prompt.read_action(gen.text)
                 print(f"=== {title} ({gen.prompt_tokens} prompt tokens, action: {action!r})")

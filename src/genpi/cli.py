@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"genpi: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("genpi: interrupted; finished work is kept, re-run the same command to resume", file=sys.stderr)
+        print(
+            "genpi: interrupted; finished work is kept, re-run the same command to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

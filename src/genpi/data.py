@@ -26,7 +26,7 @@ from genpi.prompt import Message, Prompt
 
 
 def split_of(record_id: str, heldout_fraction: float) -> str:
-    """"train" or "heldout", a pure function of the id so every stage and rerun agrees."""
+    """ "train" or "heldout", a pure function of the id so every stage and rerun agrees."""
     bucket = int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "heldout" if bucket < heldout_fraction else "train"
 

@@ -14,8 +14,6 @@ GGUF files are dequantized once into safetensors + tokenizer + chat template und
 
 from __future__ import annotations
 
-from genpi.errors import GenpiError
-
 import hashlib
 import importlib.util
 import json
@@ -25,6 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from genpi.errors import GenpiError
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -95,7 +95,9 @@ def find_embedded_gguf(name: str) -> Path:
 def _file_key(path: Path) -> str:
     # Path, size and mtime identify the file without hashing 100 MB on every load.
     st = path.stat()
-    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[
+        :16
+    ]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -123,7 +125,9 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, source: str) -> Path:
         folder, name = str(gguf_path.parent), gguf_path.name
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=name, dtype=torch.float32
+            )
         except Exception as exc:  # transformers raises many types for a bad file
             raise ModelError(f"cannot read GGUF file {str(gguf_path)!r}: {exc}") from None
         # The GGUF quantizer stays attached after dequantization; without clearing it,
@@ -161,7 +165,9 @@ def resolve_model(ref: str | None = None) -> ResolvedModel:
     if ref in EMBEDDED:
         gguf = find_embedded_gguf(ref)
         out = genpi_home() / "models" / f"{ref}-{_file_key(gguf)}"
-        return ResolvedModel(ref, str(convert_gguf(gguf, out, source=ref)), True, EMBEDDED[ref].hf_id)
+        return ResolvedModel(
+            ref, str(convert_gguf(gguf, out, source=ref)), True, EMBEDDED[ref].hf_id
+        )
     path = Path(ref).expanduser()
     if ref.lower().endswith(".gguf"):
         if not path.is_file():
@@ -170,10 +176,14 @@ def resolve_model(ref: str | None = None) -> ResolvedModel:
         return ResolvedModel(ref, str(convert_gguf(path, out, source=ref)), True)
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise ModelError(f"directory {ref!r} has no config.json: it is not a transformers model")
+            raise ModelError(
+                f"directory {ref!r} has no config.json: it is not a transformers model"
+            )
         return ResolvedModel(ref, str(path), True)
     if path.exists():
-        raise ModelError(f"{ref!r} is a file but not a .gguf file; give a .gguf file or a model directory")
+        raise ModelError(
+            f"{ref!r} is a file but not a .gguf file; give a .gguf file or a model directory"
+        )
     if ref.count("/") == 1 and not ref.startswith((".", "/", "~")):
         return ResolvedModel(ref, ref, False, ref)
     raise ModelError(
@@ -207,8 +217,14 @@ def parse_dtype(name: str | None, device: str) -> Any:
 
     if name in (None, "auto"):
         return best_dtype(device)
-    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-             "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+    table = {
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "fp32": torch.float32,
+        "float32": torch.float32,
+    }
     if name not in table:
         raise ModelError(f"unknown dtype {name!r}; use auto, {', '.join(table)}")
     return table[name]
@@ -225,7 +241,9 @@ def load_tokenizer(ref: str | None = None) -> Any:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(tokenizer, "chat_template", None):
-        raise ModelError(f"model {resolved.ref!r} has no chat template; genpi needs an instruct/chat model")
+        raise ModelError(
+            f"model {resolved.ref!r} has no chat template; genpi needs an instruct/chat model"
+        )
     return tokenizer
 
 
@@ -249,7 +267,9 @@ def load_model(
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if load_in_4bit:
         if importlib.util.find_spec("bitsandbytes") is None:
-            raise ModelError("4-bit loading needs bitsandbytes: `pip install bitsandbytes` (CUDA machines)")
+            raise ModelError(
+                "4-bit loading needs bitsandbytes: `pip install bitsandbytes` (CUDA machines)"
+            )
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(

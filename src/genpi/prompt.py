@@ -12,8 +12,6 @@ AgentBench's prompts (``../shared/agentbench/prompts/*.json``) are in this shape
 
 from __future__ import annotations
 
-from genpi.errors import GenpiError
-
 import hashlib
 import json
 import re
@@ -22,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from genpi.errors import GenpiError
 
 Message = dict[str, str]
 ROLES = ("system", "user", "assistant")
@@ -47,7 +47,9 @@ class Prompt:
 
     # -- views ------------------------------------------------------------------------------
     def fill(self, x: str, *, student: bool = False) -> str:
-        template = (self.student_template or self.input_template) if student else self.input_template
+        template = (
+            (self.student_template or self.input_template) if student else self.input_template
+        )
         # str.replace, not str.format: templates hold code with literal braces.
         return template.replace(INPUT_SLOT, x)
 
@@ -87,7 +89,9 @@ class Prompt:
 
     @property
     def fingerprint(self) -> str:
-        blob = json.dumps(self.canonical(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        blob = json.dumps(
+            self.canonical(), sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,7 +130,9 @@ def _validate(p: Prompt) -> None:
     for key in ("input_template", "student_template"):
         template = getattr(p, key)
         if template is not None and INPUT_SLOT not in template:
-            raise PromptError(f"{where}: {key} has no {INPUT_SLOT} slot; add {INPUT_SLOT} where the task input goes")
+            raise PromptError(
+                f"{where}: {key} has no {INPUT_SLOT} slot; add {INPUT_SLOT} where the task input goes"
+            )
     if p.action_pattern is not None:
         try:
             re.compile(p.action_pattern)
@@ -137,7 +143,14 @@ def _validate(p: Prompt) -> None:
 
 
 def prompt_from_dict(data: dict[str, Any], *, source: str | None = None) -> Prompt:
-    known = {"name", "messages", "input_template", "student_template", "action_pattern", "max_turns"}
+    known = {
+        "name",
+        "messages",
+        "input_template",
+        "student_template",
+        "action_pattern",
+        "max_turns",
+    }
     unknown = sorted(set(data) - known)
     where = source or "prompt"
     if unknown:
@@ -171,10 +184,14 @@ def load_prompt(path: str | Path) -> Prompt:
         try:
             data = json.loads(raw) if suffix == ".json" else yaml.safe_load(raw)
         except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise PromptError(f"prompt file {str(path)!r} is not valid {suffix[1:].upper()}: {exc}") from None
+            raise PromptError(
+                f"prompt file {str(path)!r} is not valid {suffix[1:].upper()}: {exc}"
+            ) from None
         if not isinstance(data, dict):
             raise PromptError(f"prompt file {str(path)!r} must hold an object with 'messages'")
         return prompt_from_dict(data, source=str(path))
     if not raw.strip():
         raise PromptError(f"prompt file {str(path)!r} is empty")
-    return Prompt(messages=({"role": "system", "content": raw.strip()},), name=path.stem, source=str(path))
+    return Prompt(
+        messages=({"role": "system", "content": raw.strip()},), name=path.stem, source=str(path)
+    )

@@ -37,7 +37,9 @@ __all__ = [
 ]
 
 
-def load_backend(ref: str | None = None, *, adapter: str | Path | None = None, **kwargs: Any) -> Backend:
+def load_backend(
+    ref: str | None = None, *, adapter: str | Path | None = None, **kwargs: Any
+) -> Backend:
     """Build the backend a reference names (see the module docstring)."""
     if ref and ref.startswith(("http://", "https://")):
         from genpi.llm.openai_http import OpenAIBackend
@@ -48,7 +50,9 @@ def load_backend(ref: str | None = None, *, adapter: str | Path | None = None, *
                 f"{ref!r} names no model: append '#MODEL', e.g. http://127.0.0.1:8000/v1#my-model"
             )
         if adapter is not None:
-            raise BackendError("an adapter cannot be attached to a remote server; serve it there instead")
+            raise BackendError(
+                "an adapter cannot be attached to a remote server; serve it there instead"
+            )
         return OpenAIBackend(base_url, model, **kwargs)
     if ref and ref.startswith("vllm:"):
         from genpi.llm.vllm_offline import VLLMBackend

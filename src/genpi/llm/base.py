@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from genpi.errors import GenpiError
-
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from genpi.errors import GenpiError
 
 Message = dict[str, str]
 Conversation = list[Message]

@@ -7,7 +7,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from genpi.llm.base import GREEDY, BackendError, Conversation, Generation, SamplingParams, cut_at_stop
+from genpi.llm.base import (
+    GREEDY,
+    BackendError,
+    Conversation,
+    Generation,
+    SamplingParams,
+    cut_at_stop,
+)
 
 
 class LocalBackend:
@@ -61,7 +68,9 @@ class LocalBackend:
             yield
 
     def encode(self, conversation: Conversation) -> list[int]:
-        text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        text = self.tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=True
+        )
         # The chat template already holds the special tokens; adding more would shift training/inference.
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -77,7 +86,9 @@ class LocalBackend:
             torch.manual_seed(params.seed)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            for i, gen in zip(idx, self._generate_batch([encoded[i] for i in idx], params), strict=True):
+            for i, gen in zip(
+                idx, self._generate_batch([encoded[i] for i in idx], params), strict=True
+            ):
                 results[i] = gen
         return [r for r in results if r is not None]
 

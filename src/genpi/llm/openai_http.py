@@ -11,7 +11,14 @@ from typing import Any
 
 import httpx
 
-from genpi.llm.base import GREEDY, BackendError, Conversation, Generation, SamplingParams, cut_at_stop
+from genpi.llm.base import (
+    GREEDY,
+    BackendError,
+    Conversation,
+    Generation,
+    SamplingParams,
+    cut_at_stop,
+)
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 API_KEY_ENV = ("GENPI_API_KEY", "OPENAI_API_KEY")
@@ -54,9 +61,13 @@ class OpenAIBackend:
         if len(conversations) <= 1 or self.concurrency == 1:
             return [self._one(c, params, i) for i, c in enumerate(conversations)]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(conversations))) as pool:
-            return list(pool.map(lambda ic: self._one(ic[1], params, ic[0]), enumerate(conversations)))
+            return list(
+                pool.map(lambda ic: self._one(ic[1], params, ic[0]), enumerate(conversations))
+            )
 
-    def _payload(self, conversation: Conversation, params: SamplingParams, index: int) -> dict[str, Any]:
+    def _payload(
+        self, conversation: Conversation, params: SamplingParams, index: int
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": conversation,
@@ -98,7 +109,9 @@ def _parse(response: httpx.Response, params: SamplingParams) -> Generation:
         choice = data["choices"][0]
         text = choice["message"]["content"] or ""
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise BackendError(f"unexpected response from the server ({exc}): {response.text[:200]}") from None
+        raise BackendError(
+            f"unexpected response from the server ({exc}): {response.text[:200]}"
+        ) from None
     usage = data.get("usage") or {}
     text, stopped = cut_at_stop(text, params.stop)
     finish = choice.get("finish_reason") or "stop"

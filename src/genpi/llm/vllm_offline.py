@@ -11,7 +11,9 @@ from genpi.llm.base import GREEDY, BackendError, Conversation, Generation, Sampl
 
 
 class VLLMBackend:
-    def __init__(self, model: str, *, adapter: str | Path | None = None, **engine_kwargs: Any) -> None:
+    def __init__(
+        self, model: str, *, adapter: str | Path | None = None, **engine_kwargs: Any
+    ) -> None:
         if importlib.util.find_spec("vllm") is None:
             raise BackendError(
                 "the vllm backend needs the vllm package, which runs on GPU machines: "
@@ -42,7 +44,9 @@ class VLLMBackend:
             seed=params.seed,
             stop=list(params.stop) or None,
         )
-        outputs = self._llm.chat(list(conversations), sampling, lora_request=self._lora, use_tqdm=False)
+        outputs = self._llm.chat(
+            list(conversations), sampling, lora_request=self._lora, use_tqdm=False
+        )
         results = []
         for out in outputs:
             completion = out.outputs[0]
