@@ -1,0 +1,201 @@
+"""The sandbox's root filesystem: Debian minbase plus AgentBench's tools, built once with debootstrap.
+
+The build goes into a temporary directory beside the cache entry and is renamed into place only
+when complete, so an interrupted build never leaves a half-built root filesystem behind. The entry
+name carries a hash of the suite and package list: changing either builds a new one.
+
+Run as: genpi sandbox build   (needs root, debootstrap and the machine's Debian mirror)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from genpi.errors import GenpiError
+
+# AgentBench's `default` image (res/dockerfiles/default) installs these on Ubuntu; procps and
+# ca-certificates are what an agent reasonably expects too (ps, pgrep; https for curl/pip).
+PACKAGES = (
+    "python3",
+    "python3-pip",
+    "git",
+    "vim",
+    "curl",
+    "wget",
+    "unzip",
+    "zip",
+    "tree",
+    "procps",
+    "ca-certificates",
+)
+STAMP = "genpi_rootfs.json"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+
+class SandboxError(GenpiError, RuntimeError):
+    """The sandbox cannot be built or started; the message says why and what to do."""
+
+
+def sandbox_home() -> Path:
+    from genpi.models import genpi_home
+
+    return genpi_home() / "sandbox"
+
+
+def host_suite() -> str:
+    """The Debian suite this machine runs (its mirror serves it), e.g. ``bookworm``."""
+    suite = os.environ.get("GENPI_SANDBOX_SUITE")
+    if suite:
+        return suite
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("VERSION_CODENAME=") and line.split("=", 1)[1].strip():
+                return line.split("=", 1)[1].strip().strip('"')
+    return "bookworm"
+
+
+def host_mirror() -> str:
+    """The Debian archive this machine's apt is configured with (no other host is contacted)."""
+    mirror = os.environ.get("GENPI_SANDBOX_MIRROR")
+    if mirror:
+        return mirror
+    sources = [Path("/etc/apt/sources.list")]
+    sources += sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
+    sources += sorted(Path("/etc/apt/sources.list.d").glob("*.list"))
+    for path in sources:
+        with contextlib.suppress(OSError):
+            text = path.read_text()
+            # deb822: "URIs: http://deb.debian.org/debian"; one-line: "deb http://... bookworm main"
+            for uri in re.findall(r"^\s*URIs:\s*(\S+)", text, re.M) + re.findall(
+                r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", text, re.M
+            ):
+                if uri.rstrip("/").endswith("/debian"):
+                    return uri.rstrip("/")
+    return DEFAULT_MIRROR
+
+
+@dataclass(frozen=True)
+class RootfsSpec:
+    suite: str
+    mirror: str
+    packages: tuple[str, ...] = PACKAGES
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps([self.suite, sorted(self.packages)]).encode()
+        return f"rootfs-{self.suite}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
+def default_spec() -> RootfsSpec:
+    return RootfsSpec(suite=host_suite(), mirror=host_mirror())
+
+
+def rootfs_path(spec: RootfsSpec | None = None, home: Path | None = None) -> Path:
+    return (home or sandbox_home()) / (spec or default_spec()).key
+
+
+def find_rootfs(spec: RootfsSpec | None = None, home: Path | None = None) -> Path | None:
+    """The built root filesystem, or None when it has not been built yet."""
+    path = rootfs_path(spec, home)
+    return path if (path / STAMP).is_file() else None
+
+
+def read_stamp(rootfs: Path) -> dict:
+    return json.loads((rootfs / STAMP).read_text())
+
+
+def build_problems() -> list[str]:
+    """What stops a build on this machine (empty when a build can run)."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("debootstrap needs root: run `sudo -E genpi sandbox build` once")
+    if shutil.which("debootstrap") is None:
+        problems.append("debootstrap is not installed: `apt-get install debootstrap`")
+    return problems
+
+
+@contextlib.contextmanager
+def _build_lock(home: Path) -> Iterator[None]:
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder waits, then finds the cache filled
+        yield
+
+
+def build_rootfs(
+    spec: RootfsSpec | None = None,
+    home: Path | None = None,
+    *,
+    force: bool = False,
+    log: Path | None = None,
+) -> Path:
+    """Build (or find) the root filesystem; return its path."""
+    spec = spec or default_spec()
+    home = home or sandbox_home()
+    with _build_lock(home):
+        target = rootfs_path(spec, home)
+        if (target / STAMP).is_file() and not force:
+            return target
+        problems = build_problems()
+        if problems:
+            raise SandboxError("; ".join(problems))
+        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=home))
+        log = log or home / "build.log"
+        start = time.monotonic()
+        cmd = [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(spec.packages)}",
+            spec.suite,
+            str(tmp / "root"),
+            spec.mirror,
+        ]
+        try:
+            with open(log, "w") as log_file:
+                done = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+            if done.returncode != 0:
+                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+                raise SandboxError(
+                    f"debootstrap failed (exit {done.returncode}; log {log}): {' | '.join(tail)}; "
+                    f"check that the mirror {spec.mirror} is reachable"
+                )
+            root = tmp / "root"
+            _trim(root)
+            stamp = {
+                "suite": spec.suite,
+                "mirror": spec.mirror,
+                "packages": list(spec.packages),
+                "build_seconds": round(time.monotonic() - start, 1),
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            (root / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
+            if target.exists():  # --force: move the old one aside, then remove it
+                old = Path(tempfile.mkdtemp(prefix=".old-", dir=home))
+                target.rename(old / "root")
+                shutil.rmtree(old, ignore_errors=True)
+            root.rename(target)
+            return target
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _trim(root: Path) -> None:
+    """Drop the package cache and make the tree look like AgentBench's container at start."""
+    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for entry in (root / cache).glob("*"):
+            if entry.is_file():
+                entry.unlink()
+    (root / "root").mkdir(mode=0o700, exist_ok=True)
+    (root / "etc/hostname").write_text("genpi-os\n")

@@ -1,0 +1,569 @@
+"""Sandboxes for model-written shell commands, behind one interface.
+
+- ``DockerSandbox``: AgentBench's own setup (a container per problem), used when ``docker info``
+  works.
+- ``NamespaceSandbox``: no engine needed. Per problem, a private mount namespace (held by a
+  ``sleep`` process on the host side) gets a size-limited tmpfs holding a copy-on-write overlay
+  over the cached root filesystem. Every shell and every check script then runs in a fresh
+  ``bwrap`` over that overlay: own mount (pivot_root, the host tree is gone), pid, uts, ipc and
+  network namespaces (loopback only unless ``network=True``), Docker's default capability set
+  minus ``CAP_MKNOD`` (no way to reach host disks), ``/proc/sys`` read-only, and cgroup limits on
+  processes and memory. Closing the sandbox kills the holder: the mounts and the tmpfs vanish
+  with its namespace, so nothing is left on the host.
+
+Both give a persistent shell (``run``: each command's output and exit status, read up to a unique
+end marker) and one-off processes (``exec``, like ``docker exec``). A command past its timeout is
+interrupted by killing the processes it started (the shell, its variables and earlier background
+jobs survive); if the shell itself dies, a new one is started over the same file system.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genpi.osbench.rootfs import SandboxError, find_rootfs, sandbox_home
+
+log = logging.getLogger(__name__)
+
+COMMAND_TIMEOUT = 30.0  # AgentBench's per-command limit
+SANDBOX_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "USER": "root",
+    "LOGNAME": "root",
+    "SHELL": "/bin/bash",
+    "TERM": "dumb",
+    "LANG": "C.UTF-8",
+}
+# Docker's default capabilities without CAP_MKNOD: a device node is the one way from a
+# pivot_root'ed tree back to the host's disks.
+CAPABILITIES = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SYS_CHROOT",
+    "CAP_AUDIT_WRITE",
+    "CAP_SETFCAP",
+)
+CGROUP_V1 = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int = 2 << 30
+    processes: int = 512
+    disk_bytes: int = 1 << 30  # the overlay's writable layer
+    command_timeout: float = COMMAND_TIMEOUT
+
+
+@dataclass
+class CommandResult:
+    output: str
+    exit_code: int | None  # None when the command was killed or the shell died
+    timed_out: bool = False
+    restarted: bool = False
+    seconds: float = 0.0
+
+
+# -- the persistent shell ------------------------------------------------------------------------
+
+
+def _process_children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(b")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (host pids)."""
+    children = _process_children()
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+class ShellSession:
+    """One ``bash`` read over pipes: each command is sent base64-encoded, run with ``eval`` (stdin
+    from /dev/null: AgentBench forbids input operations), and followed by a marker line carrying
+    its exit status. The marker's two halves are printed as separate words, so a command that
+    traces (``set -x``) or echoes the wrapper cannot forge it."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        self._token = secrets.token_hex(12)
+        self._marker = re.compile(rb"\n__GENPI_END_" + self._token.encode() + rb" (\d+)\n")
+        self._buffer = bytearray()
+        self._eof = False
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                chunk = b""
+            with self._cond:
+                if not chunk:
+                    self._eof = True
+                    self._cond.notify_all()
+                    return
+                self._buffer += chunk
+                self._cond.notify_all()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None and not self._eof
+
+    def _wait_marker(self, deadline: float) -> re.Match[bytes] | None:
+        with self._cond:
+            while True:
+                found = self._marker.search(self._buffer)
+                if found or self._eof:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(min(left, 0.5))
+
+    def _take(self, end: int | None = None) -> bytes:
+        with self._cond:
+            end = len(self._buffer) if end is None else end
+            data = bytes(self._buffer[:end])
+            del self._buffer[:end]
+            return data
+
+    def run(self, command: str, timeout: float) -> CommandResult:
+        start = time.monotonic()
+        if not self.alive:
+            return CommandResult("", None, seconds=0.0)
+        before = descendants(self.proc.pid)
+        encoded = base64.b64encode(command.encode("utf-8")).decode()
+        line = (
+            f"__genpi_cmd=$(printf %s {encoded} | base64 -d); "
+            f'eval "$__genpi_cmd" </dev/null; '
+            f"printf '\\n%s%s %s\\n' __GENPI_END_ {self._token} \"$?\"\n"
+        )
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(line.encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return CommandResult(self._take().decode("utf-8", "replace"), None)
+        found = self._wait_marker(start + timeout)
+        timed_out = False
+        if found is None and not self._eof:
+            timed_out = True
+            self.interrupt(before)
+            found = self._wait_marker(time.monotonic() + 3.0)
+        if found is None:
+            output = self._take()
+            return CommandResult(output.decode("utf-8", "replace"), None, timed_out, False,
+                                 time.monotonic() - start)  # fmt: skip
+        output = self._take(found.end())[: found.start()]
+        code = None if timed_out else int(found.group(1))
+        return CommandResult(
+            output.decode("utf-8", "replace"), code, timed_out, False, time.monotonic() - start
+        )
+
+    def interrupt(self, keep: set[int]) -> None:
+        """Kill what the current command started, keeping the shell and earlier jobs."""
+        for _ in range(50):  # a forking command may spawn while we kill: repeat until quiet
+            new = descendants(self.proc.pid) - keep
+            if not new:
+                return
+            for pid in new:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=5)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(Exception):
+                stream.close()
+
+
+# -- the interface -------------------------------------------------------------------------------
+
+
+class Sandbox:
+    """A fresh machine for one problem: a persistent shell plus one-off processes."""
+
+    name = "sandbox"
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._shell: ShellSession | None = None
+        self._lock = threading.Lock()
+        self.startup_seconds = 0.0
+
+    # backends implement these two
+    def _shell_argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _exec_argv(self, argv: Sequence[str]) -> list[str]:
+        raise NotImplementedError
+
+    def _env(self) -> dict[str, str] | None:
+        return None
+
+    def run(self, command: str, timeout: float | None = None) -> CommandResult:
+        """Run ``command`` in the persistent shell (cwd, variables and jobs carry over)."""
+        timeout = self.limits.command_timeout if timeout is None else timeout
+        with self._lock:
+            restarted = False
+            if self._shell is None or not self._shell.alive:
+                restarted = self._shell is not None
+                if self._shell is not None:
+                    self._shell.close()
+                self._shell = ShellSession(self._shell_argv(), env=self._env())
+            result = self._shell.run(command, timeout)
+            if not self._shell.alive:  # `exit`, or killed: the next command gets a new shell
+                result.restarted = True
+            result.restarted = result.restarted or restarted
+            return result
+
+    def exec(
+        self, argv: Sequence[str], timeout: float | None = None, stdin: bytes = b""
+    ) -> CommandResult:
+        """Run one process (stdout and stderr together), like ``docker exec``."""
+        timeout = self.limits.command_timeout if timeout is None else timeout
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            self._exec_argv(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self._env(),
+            start_new_session=True,
+        )
+        try:
+            out, _ = proc.communicate(stdin, timeout=timeout)
+            code: int | None = proc.returncode
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            for pid in descendants(proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            code, timed_out = None, True
+        return CommandResult(out.decode("utf-8", "replace"), code, timed_out, False,
+                             time.monotonic() - start)  # fmt: skip
+
+    def exec_script(
+        self, language: str, code: str, args: Sequence[str] = (), timeout: float | None = None
+    ) -> CommandResult:
+        """Run an AgentBench script (``bash`` or ``python``) with arguments, in a new process."""
+        if language == "bash":
+            argv = ["bash", "-c", code, *(["--", *args] if args else [])]
+        elif language == "python":
+            argv = ["python3", "-c", code, *args]
+        else:
+            raise SandboxError(f"script language {language!r} is not supported; use bash or python")
+        return self.exec(argv, timeout)
+
+    def close(self) -> None:
+        if self._shell is not None:
+            self._shell.close()
+            self._shell = None
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- Docker --------------------------------------------------------------------------------------
+
+
+def docker_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        done = subprocess.run(["docker", "info"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+class DockerSandbox(Sandbox):
+    """A container per problem (AgentBench's setup); the image must exist (``docker build``)."""
+
+    name = "docker"
+
+    def __init__(self, image: str = "ubuntu", *, network: bool = False, limits: Limits = Limits()):
+        super().__init__(limits)
+        start = time.monotonic()
+        cmd = ["docker", "run", "-d", "--rm", "-i", "--pids-limit", str(limits.processes)]
+        cmd += ["--memory", str(limits.memory_bytes), "--label", "created_by=genpi-osbench"]
+        if not network:
+            cmd += ["--network", "none"]
+        done = subprocess.run([*cmd, image, "bash"], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise SandboxError(f"docker run {image} failed: {done.stderr.strip()}")
+        self.container = done.stdout.strip()
+        self.startup_seconds = time.monotonic() - start
+
+    def _shell_argv(self) -> list[str]:
+        return ["docker", "exec", "-i", self.container, "bash", "--login"]
+
+    def _exec_argv(self, argv: Sequence[str]) -> list[str]:
+        return ["docker", "exec", "-i", self.container, *argv]
+
+    def close(self) -> None:
+        super().close()
+        subprocess.run(["docker", "rm", "-f", self.container], capture_output=True, timeout=60)
+
+
+# -- namespaces ----------------------------------------------------------------------------------
+
+_HOLDER_SCRIPT = r"""
+set -eu
+dir=$1; lower=$2; size=$3
+mount -t tmpfs -o "size=$size,mode=0755" genpi-sandbox "$dir"
+mkdir "$dir/upper" "$dir/work" "$dir/root"
+mount -t overlay genpi-overlay -o "lowerdir=$lower,upperdir=$dir/upper,workdir=$dir/work" "$dir/root"
+echo ready
+exec sleep infinity
+"""
+
+# Joins the problem's cgroups (so the limits cover every process), then runs the rest.
+_CGROUP_SCRIPT = r'for f in $1; do echo $$ > "$f"; done; shift; exec "$@"'
+
+
+def namespace_problems() -> list[str]:
+    """What stops the namespace sandbox on this machine (empty when it can run)."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append(
+            "the namespace sandbox needs root (overlay mounts, cgroup limits): run as root"
+        )
+    for tool, package in (("bwrap", "bubblewrap"), ("unshare", "util-linux"),
+                          ("nsenter", "util-linux"), ("prlimit", "util-linux")):  # fmt: skip
+        if shutil.which(tool) is None:
+            problems.append(f"{tool} is not installed: `apt-get install {package}`")
+    with contextlib.suppress(OSError):
+        if "overlay" not in Path("/proc/filesystems").read_text():
+            problems.append("the kernel has no overlayfs: `modprobe overlay`")
+    return problems
+
+
+def _make_cgroups(name: str, limits: Limits) -> list[Path]:
+    """cgroup v1 ``pids`` and ``memory`` groups for one sandbox (root only); [] if unavailable."""
+    made = []
+    for controller, settings in (
+        ("pids", {"pids.max": str(limits.processes)}),
+        ("memory", {"memory.limit_in_bytes": str(limits.memory_bytes)}),
+    ):
+        base = CGROUP_V1 / controller
+        if not (base / "cgroup.procs").is_file():
+            continue
+        group = base / "genpi" / name
+        try:
+            group.mkdir(parents=True, exist_ok=True)
+            for key, value in settings.items():
+                (group / key).write_text(value)
+        except OSError as exc:
+            log.warning("cgroup %s unavailable (%s): its limit is not applied", controller, exc)
+            with contextlib.suppress(OSError):
+                group.rmdir()
+            continue
+        made.append(group)
+    return made
+
+
+def _remove_cgroups(groups: list[Path]) -> None:
+    for group in groups:
+        for _ in range(50):
+            try:
+                pids = (group / "cgroup.procs").read_text().split()
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), signal.SIGKILL)
+                group.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.05)
+
+
+class NamespaceSandbox(Sandbox):
+    """A fresh copy-on-write overlay over the root filesystem, run with bubblewrap."""
+
+    name = "namespace"
+
+    def __init__(
+        self,
+        rootfs: str | Path | None = None,
+        *,
+        network: bool = False,
+        limits: Limits = Limits(),
+        run_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(limits)
+        start = time.monotonic()
+        problems = namespace_problems()
+        if problems:
+            raise SandboxError("; ".join(problems))
+        found = Path(rootfs) if rootfs else find_rootfs()
+        if found is None or not (found / "bin").exists():
+            raise SandboxError(
+                "the sandbox root filesystem is not built: run `genpi sandbox build`"
+            )
+        self.rootfs = found.resolve()
+        self.network = network
+        base = Path(run_dir) if run_dir else sandbox_home() / "run"
+        base.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="sb-", dir=base))
+        self._cgroups = _make_cgroups(self.dir.name, limits)
+        self._tools = {t: shutil.which(t) or t for t in ("bwrap", "nsenter", "prlimit", "sh")}
+        self._holder = subprocess.Popen(
+            ["setpriv", "--pdeathsig", "KILL", "unshare", "--mount", "--propagation", "private",
+             "sh", "-c", _HOLDER_SCRIPT, "genpi-holder", str(self.dir), str(self.rootfs),
+             str(limits.disk_bytes)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+        assert self._holder.stdout is not None
+        ready = self._holder.stdout.readline()
+        if ready.strip() != b"ready":
+            err = self._holder.stderr.read().decode(errors="replace") if self._holder.stderr else ""
+            self.close()
+            raise SandboxError(f"the sandbox overlay could not be mounted: {err.strip()}")
+        self.startup_seconds = time.monotonic() - start
+
+    def _env(self) -> dict[str, str]:
+        return dict(SANDBOX_ENV)
+
+    def _wrap(self, argv: Sequence[str]) -> list[str]:
+        bwrap = [
+            self._tools["bwrap"],
+            "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
+            *([] if self.network else ["--unshare-net"]),
+            "--die-with-parent", "--new-session",
+            "--bind", str(self.dir / "root"), "/",
+            "--proc", "/proc", "--dev", "/dev",
+            "--hostname", "genpi-os", "--chdir", "/",
+            "--cap-drop", "ALL",
+        ]  # fmt: skip
+        if self.network:
+            bwrap += ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
+        for cap in CAPABILITIES:
+            bwrap += ["--cap-add", cap]
+        limits = [self._tools["prlimit"], f"--nproc={self.limits.processes}", "--core=0"]
+        if not any(g.parent.parent.name == "memory" for g in self._cgroups):
+            limits.append(f"--as={self.limits.memory_bytes}")
+        nsenter = [self._tools["nsenter"], f"--target={self._holder.pid}", "--mount", "--"]
+        cgroup_files = " ".join(str(g / "cgroup.procs") for g in self._cgroups)
+        return [self._tools["sh"], "-c", _CGROUP_SCRIPT, "genpi-cg", cgroup_files,
+                *nsenter, *limits, "--", *bwrap, "--", *argv]  # fmt: skip
+
+    def _shell_argv(self) -> list[str]:
+        return self._wrap(["/bin/bash", "--login"])
+
+    def _exec_argv(self, argv: Sequence[str]) -> list[str]:
+        return self._wrap(argv)
+
+    def close(self) -> None:
+        super().close()
+        holder = getattr(self, "_holder", None)
+        if holder is not None and holder.poll() is None:
+            holder.kill()
+        if holder is not None:
+            with contextlib.suppress(Exception):
+                holder.wait(timeout=10)
+            for stream in (holder.stdout, holder.stderr):
+                with contextlib.suppress(Exception):
+                    stream.close()
+        _remove_cgroups(getattr(self, "_cgroups", []))
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()  # empty on the host: the tmpfs lived in the holder's namespace
+
+
+@dataclass
+class SandboxFactory:
+    """Opens one sandbox per problem with the chosen backend (``auto``: Docker if reachable)."""
+
+    backend: str = "auto"
+    rootfs: Path | None = None
+    image: str = "genpi-os-default"
+    network: bool = False
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if self.backend == "auto":
+            self.backend = "docker" if docker_available() else "namespace"
+        if self.backend not in ("docker", "namespace"):
+            raise SandboxError(f"unknown sandbox backend {self.backend!r}; use docker or namespace")
+
+    def __call__(self) -> Sandbox:
+        if self.backend == "docker":
+            return DockerSandbox(self.image, network=self.network, limits=self.limits)
+        return NamespaceSandbox(self.rootfs, network=self.network, limits=self.limits)
+
+    def describe(self) -> dict:
+        return {"backend": self.backend, "network": self.network, **self.limits.__dict__}
+
+
+def describe_rootfs(rootfs: Path) -> dict:
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((rootfs / "genpi_rootfs.json").read_text())
+    return {}
