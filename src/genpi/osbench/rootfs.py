@@ -107,13 +107,14 @@ def rootfs_path(spec: RootfsSpec | None = None, home: Path | None = None) -> Pat
 
 
 def find_rootfs(spec: RootfsSpec | None = None, home: Path | None = None) -> Path | None:
-    """The built root filesystem, or None when it has not been built yet."""
-    path = rootfs_path(spec, home)
-    return path if (path / STAMP).is_file() else None
+    """The built root filesystem (``<entry>/root``), or None when it has not been built yet."""
+    entry = rootfs_path(spec, home)
+    return entry / "root" if (entry / STAMP).is_file() else None
 
 
 def read_stamp(rootfs: Path) -> dict:
-    return json.loads((rootfs / STAMP).read_text())
+    """The build record beside a root filesystem (suite, mirror, packages, build seconds)."""
+    return json.loads((rootfs.parent / STAMP).read_text())
 
 
 def build_problems() -> list[str]:
@@ -147,7 +148,7 @@ def build_rootfs(
     with _build_lock(home):
         target = rootfs_path(spec, home)
         if (target / STAMP).is_file() and not force:
-            return target
+            return target / "root"
         problems = build_problems()
         if problems:
             raise SandboxError("; ".join(problems))
@@ -180,13 +181,13 @@ def build_rootfs(
                 "build_seconds": round(time.monotonic() - start, 1),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-            (root / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
+            (tmp / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
             if target.exists():  # --force: move the old one aside, then remove it
                 old = Path(tempfile.mkdtemp(prefix=".old-", dir=home))
-                target.rename(old / "root")
+                target.rename(old / "entry")
                 shutil.rmtree(old, ignore_errors=True)
-            root.rename(target)
-            return target
+            tmp.rename(target)  # the entry appears complete or not at all
+            return target / "root"
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import logging
 import os
 import re
@@ -68,6 +67,10 @@ CAPABILITIES = (
     "CAP_SETFCAP",
 )
 CGROUP_V1 = Path("/sys/fs/cgroup")
+# As Docker does: kernel knobs in /proc stay read-only, and files that expose host memory or
+# kernel state read as empty (the sandbox's root is the host's uid 0, only with fewer capabilities).
+PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
+PROC_MASKED = ("kcore", "keys", "timer_list", "sched_debug", "kmsg", "kallsyms")
 
 
 @dataclass(frozen=True)
@@ -161,12 +164,16 @@ class ShellSession:
     def alive(self) -> bool:
         return self.proc.poll() is None and not self._eof
 
-    def _wait_marker(self, deadline: float) -> re.Match[bytes] | None:
+    def _wait_marker(self, deadline: float) -> tuple[int, int, int] | None:
+        """(start, end, exit status) of the marker once it arrived; None at the deadline or EOF."""
         with self._cond:
             while True:
+                # read the match now: it points into the buffer, which _take later shrinks
                 found = self._marker.search(self._buffer)
-                if found or self._eof:
-                    return found
+                if found:
+                    return found.start(), found.end(), int(found.group(1))
+                if self._eof:
+                    return None
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
@@ -206,8 +213,9 @@ class ShellSession:
             output = self._take()
             return CommandResult(output.decode("utf-8", "replace"), None, timed_out, False,
                                  time.monotonic() - start)  # fmt: skip
-        output = self._take(found.end())[: found.start()]
-        code = None if timed_out else int(found.group(1))
+        begin, end, status = found
+        output = self._take(end)[:begin]
+        code = None if timed_out else status
         return CommandResult(
             output.decode("utf-8", "replace"), code, timed_out, False, time.monotonic() - start
         )
@@ -501,6 +509,9 @@ class NamespaceSandbox(Sandbox):
             "--die-with-parent", "--new-session",
             "--bind", str(self.dir / "root"), "/",
             "--proc", "/proc", "--dev", "/dev",
+            *[a for p in PROC_READ_ONLY for a in ("--ro-bind-try", f"/proc/{p}", f"/proc/{p}")],
+            *[a for p in PROC_MASKED if os.path.exists(f"/proc/{p}")
+              for a in ("--ro-bind", "/dev/null", f"/proc/{p}")],
             "--hostname", "genpi-os", "--chdir", "/",
             "--cap-drop", "ALL",
         ]  # fmt: skip
@@ -563,7 +574,23 @@ class SandboxFactory:
         return {"backend": self.backend, "network": self.network, **self.limits.__dict__}
 
 
-def describe_rootfs(rootfs: Path) -> dict:
-    with contextlib.suppress(OSError, ValueError):
-        return json.loads((rootfs / "genpi_rootfs.json").read_text())
-    return {}
+def ready_rootfs(build: bool = True) -> tuple[Path | None, str]:
+    """The root filesystem when namespace sandboxes can run here (building it if allowed), else
+    None and the reason (for tests and benchmarks to skip with)."""
+    from genpi.osbench.rootfs import build_problems, build_rootfs
+
+    problems = namespace_problems()
+    if problems:
+        return None, "; ".join(problems)
+    path = find_rootfs()
+    if path is not None:
+        return path, ""
+    if not build:
+        return None, "the sandbox root filesystem is not built: run `genpi sandbox build`"
+    problems = build_problems()
+    if problems:
+        return None, "; ".join(problems)
+    try:
+        return build_rootfs(), ""
+    except SandboxError as exc:
+        return None, str(exc)
