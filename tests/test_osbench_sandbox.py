@@ -59,6 +59,9 @@ def test_never_ending_command_is_bounded_and_jobs_survive(box):
     assert result.output.startswith("before")
     after = box.run("echo $Y; kill -0 $(cat /tmp/job) && echo job-alive")
     assert after.output == "kept\njob-alive\n"
+    wedged = box.run("exec sleep 100", timeout=1)  # the shell itself never answers
+    assert wedged.timed_out and wedged.restarted
+    assert box.run("echo back; cat /tmp/job").output.startswith("back\n")  # files survive
     one_off = box.exec(["sleep", "100"], timeout=2)
     assert one_off.timed_out and one_off.seconds < 10
 

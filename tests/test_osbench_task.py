@@ -199,3 +199,23 @@ def test_summarize_and_bad_upper_bound(tmp_path):
     bad.write_text("{}")
     with pytest.raises(Exception, match="not a result.json"):
         read_upper_bound(bad)
+
+
+def test_llm_agent_views_and_loop(tiny_backend, os_prompt_path):
+    from genpi.llm import SamplingParams
+    from genpi.osbench.agents import LLMAgent
+    from genpi.prompt import load_prompt
+
+    prompt = load_prompt(os_prompt_path)
+    problem = _problem(match="1")
+    params = SamplingParams(max_new_tokens=8)
+    teacher = LLMAgent(tiny_backend, prompt, params=params)
+    student = LLMAgent(tiny_backend, prompt, with_prompt=False, params=params)
+    assert teacher.begin(problem) == prompt.teacher_messages("q?")
+    assert student.begin(problem) == [{"role": "user", "content": prompt.fill("q?", student=True)}]
+    transcript = []
+    outcome = run_episode(problem, teacher, RecordingSandbox(), max_rounds=2, transcript=transcript)
+    shots = sum(m["role"] == "assistant" for m in prompt.messages)  # the prompt's own examples
+    replies = [e for e in transcript if e.get("role") == "assistant"][shots:]
+    assert 1 <= len(replies) <= 2 and outcome.rounds == len(replies)
+    assert outcome.status in ("invalid_action", "round_limit", "completed")

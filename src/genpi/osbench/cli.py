@@ -81,6 +81,7 @@ def main(args: argparse.Namespace) -> int:
     factory = SandboxFactory(
         backend=args.backend,
         image=args.image,
+        dockerfiles=Path(args.data) / "res" / "dockerfiles",
         network=args.network,
         limits=Limits(command_timeout=args.timeout),
     )

@@ -140,6 +140,7 @@ class ShellSession:
         self._marker = re.compile(rb"\n__GENPI_END_" + self._token.encode() + rb" (\d+)\n")
         self._buffer = bytearray()
         self._eof = False
+        self.broken = False
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -209,7 +210,8 @@ class ShellSession:
             timed_out = True
             self.interrupt(before)
             found = self._wait_marker(time.monotonic() + 3.0)
-        if found is None:
+        if found is None:  # the shell is wedged or gone: its owner replaces it
+            self.broken = True
             output = self._take()
             return CommandResult(output.decode("utf-8", "replace"), None, timed_out, False,
                                  time.monotonic() - start)  # fmt: skip
@@ -272,13 +274,16 @@ class Sandbox:
         timeout = self.limits.command_timeout if timeout is None else timeout
         with self._lock:
             restarted = False
-            if self._shell is None or not self._shell.alive:
+            if self._shell is None or not self._shell.alive or self._shell.broken:
                 restarted = self._shell is not None
                 if self._shell is not None:
                     self._shell.close()
                 self._shell = ShellSession(self._shell_argv(), env=self._env())
             result = self._shell.run(command, timeout)
-            if not self._shell.alive:  # `exit`, or killed: the next command gets a new shell
+            if self._shell.broken or not self._shell.alive:
+                # `exit`, killed, or past its timeout without answering: the next command gets
+                # a new shell over the same file system
+                self._shell.close()
                 result.restarted = True
             result.restarted = result.restarted or restarted
             return result
@@ -347,6 +352,27 @@ def docker_available() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
+
+
+def ensure_docker_image(image: str, dockerfiles: Path | None) -> None:
+    """Build AgentBench's ``default`` image as ``image`` when the engine does not have it yet."""
+    have = subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=60)
+    if have.returncode == 0:
+        return
+    dockerfile = dockerfiles / "default" if dockerfiles else None
+    if dockerfile is None or not dockerfile.is_file():
+        raise SandboxError(
+            f"Docker image {image!r} is missing and no res/dockerfiles/default to build it from; "
+            f"build it or pass --image"
+        )
+    done = subprocess.run(
+        ["docker", "build", "-t", image, "-f", str(dockerfile), str(dockerfiles)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if done.returncode != 0:
+        raise SandboxError(f"docker build of {image!r} failed: {done.stderr.strip()[-300:]}")
 
 
 class DockerSandbox(Sandbox):
@@ -559,11 +585,15 @@ class SandboxFactory:
     network: bool = False
     limits: Limits = field(default_factory=Limits)
 
+    dockerfiles: Path | None = None  # AgentBench's res/dockerfiles: builds a missing image
+
     def __post_init__(self) -> None:
         if self.backend == "auto":
             self.backend = "docker" if docker_available() else "namespace"
         if self.backend not in ("docker", "namespace"):
             raise SandboxError(f"unknown sandbox backend {self.backend!r}; use docker or namespace")
+        if self.backend == "docker":
+            ensure_docker_image(self.image, self.dockerfiles)
 
     def __call__(self) -> Sandbox:
         if self.backend == "docker":
