@@ -171,3 +171,9 @@ def test_host_loopback_is_unreachable_without_network(rootfs, network):
         assert "hello from the host" in result.output and listener.accepted == 1
     else:
         assert "Connection refused" in result.output and listener.accepted == 0
+
+
+def test_memory_hog_is_stopped_at_the_limit(box):
+    hog = box.run("python3 -c 'x = bytearray(1536 << 20); print(len(x))'", timeout=60)
+    assert hog.exit_code not in (0, None) and "1610612736" not in hog.output
+    assert box.run("echo fine").output == "fine\n"  # the shell outlives the killed hog

@@ -412,6 +412,7 @@ dir=$1; lower=$2; size=$3
 mount -t tmpfs -o "size=$size,mode=0755" genpi-sandbox "$dir"
 mkdir "$dir/upper" "$dir/work" "$dir/root"
 mount -t overlay genpi-overlay -o "lowerdir=$lower,upperdir=$dir/upper,workdir=$dir/work" "$dir/root"
+for f in $4; do echo $$ > "$f"; done
 echo ready
 exec sleep infinity
 """
@@ -477,6 +478,26 @@ def _remove_cgroups(groups: list[Path]) -> None:
                 time.sleep(0.05)
 
 
+def _sweep_stale(base: Path) -> None:
+    """Remove what a killed run left: empty cgroups, then their (host-side empty) directories.
+
+    A live sandbox's cgroups hold its ``sleep`` holder, so only dead sandboxes' groups can be
+    removed; a directory is removed only when its group was (on the host it is always empty:
+    its mounts live in the holder's namespace)."""
+    for directory in base.glob("sb-*"):
+        groups = [CGROUP_V1 / c / "genpi" / directory.name for c in ("pids", "memory")]
+        present = [g for g in groups if g.is_dir()]
+        if not present:
+            continue  # no cgroups here: nothing tells a live sandbox from a dead one
+        try:
+            for group in present:
+                group.rmdir()  # fails (EBUSY) while any process is in it
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
 class NamespaceSandbox(Sandbox):
     """A fresh copy-on-write overlay over the root filesystem, run with bubblewrap."""
 
@@ -504,13 +525,14 @@ class NamespaceSandbox(Sandbox):
         self.network = network
         base = Path(run_dir) if run_dir else sandbox_home() / "run"
         base.mkdir(parents=True, exist_ok=True)
+        _sweep_stale(base)
         self.dir = Path(tempfile.mkdtemp(prefix="sb-", dir=base))
         self._cgroups = _make_cgroups(self.dir.name, limits)
         self._tools = {t: shutil.which(t) or t for t in ("bwrap", "nsenter", "prlimit", "sh")}
         self._holder = subprocess.Popen(
             ["setpriv", "--pdeathsig", "KILL", "unshare", "--mount", "--propagation", "private",
              "sh", "-c", _HOLDER_SCRIPT, "genpi-holder", str(self.dir), str(self.rootfs),
-             str(limits.disk_bytes)],
+             str(limits.disk_bytes), " ".join(str(g / "cgroup.procs") for g in self._cgroups)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
