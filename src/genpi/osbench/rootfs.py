@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -41,6 +42,10 @@ PACKAGES = (
     "ca-certificates",
 )
 STAMP = "genpi_rootfs.json"
+# Files are owned by UID_BASE + their uid, and the sandbox maps its uids 0..65535 there: the
+# sandbox's root is then an unprivileged host uid (far above any real or subordinate uid).
+UID_BASE = 1_000_000_000
+UID_COUNT = 65536
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 
@@ -109,7 +114,11 @@ def rootfs_path(spec: RootfsSpec | None = None, home: Path | None = None) -> Pat
 def find_rootfs(spec: RootfsSpec | None = None, home: Path | None = None) -> Path | None:
     """The built root filesystem (``<entry>/root``), or None when it has not been built yet."""
     entry = rootfs_path(spec, home)
-    return entry / "root" if (entry / STAMP).is_file() else None
+    try:
+        stamp = json.loads((entry / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    return entry / "root" if stamp.get("uid_base") == UID_BASE else None
 
 
 def read_stamp(rootfs: Path) -> dict:
@@ -147,8 +156,9 @@ def build_rootfs(
     home = home or sandbox_home()
     with _build_lock(home):
         target = rootfs_path(spec, home)
-        if (target / STAMP).is_file() and not force:
-            return target / "root"
+        found = find_rootfs(spec, home)
+        if found is not None and not force:
+            return found
         problems = build_problems()
         if problems:
             raise SandboxError("; ".join(problems))
@@ -174,10 +184,12 @@ def build_rootfs(
                 )
             root = tmp / "root"
             _trim(root)
+            shift_ownership(root, UID_BASE)
             stamp = {
                 "suite": spec.suite,
                 "mirror": spec.mirror,
                 "packages": list(spec.packages),
+                "uid_base": UID_BASE,
                 "build_seconds": round(time.monotonic() - start, 1),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
@@ -200,3 +212,20 @@ def _trim(root: Path) -> None:
                 entry.unlink()
     (root / "root").mkdir(mode=0o700, exist_ok=True)
     (root / "etc/hostname").write_text("genpi-os\n")
+
+
+def shift_ownership(root: Path, base: int) -> int:
+    """Add ``base`` to every file's owner and group (idempotent); return how many changed.
+
+    chown clears set-uid/set-gid bits, so they are put back from the mode read before."""
+    changed = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for path in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            st = os.lstat(path)
+            if st.st_uid >= base:
+                continue
+            os.lchown(path, st.st_uid + base, st.st_gid + base)
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                os.chmod(path, stat.S_IMODE(st.st_mode))
+            changed += 1
+    return changed

@@ -28,6 +28,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -35,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genpi.osbench.rootfs import SandboxError, find_rootfs, sandbox_home
+from genpi.osbench.rootfs import UID_BASE, UID_COUNT, SandboxError, find_rootfs
 
 log = logging.getLogger(__name__)
 
@@ -406,13 +407,37 @@ class DockerSandbox(Sandbox):
 
 # -- namespaces ----------------------------------------------------------------------------------
 
+# Runs (with the host's python) as the holder's first stage: enters a new user and mount
+# namespace, waits for the parent to write the uid/gid maps, binds the root filesystem where the
+# sandbox's uids can reach it (the cache may sit under a private home), becomes the namespace's
+# root (= host uid UID_BASE) and execs the mount script. Raw syscalls, because an exec before
+# becoming root in the namespace would drop the capabilities the bind needs.
+_HOLDER_HELPER = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def check(ok, what):
+    if not ok:
+        sys.exit(f"genpi sandbox: {what}: {os.strerror(ctypes.get_errno())}")
+check(libc.unshare(0x10000000 | 0x00020000) == 0, "unshare(user, mount)")
+print("unshared", flush=True)
+if sys.stdin.readline().strip() != "mapped":
+    sys.exit("genpi sandbox: no uid map")
+MS_BIND, MS_REC, MS_PRIVATE, MS_RDONLY, MS_REMOUNT = 4096, 16384, 1 << 18, 1, 32
+check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) == 0, "make / private")
+lower, stage = sys.argv[1].encode(), sys.argv[2].encode()
+check(libc.mount(lower, stage + b"/lower", None, MS_BIND | MS_REC, None) == 0, "bind rootfs")
+os.setgroups([]); os.setresgid(0, 0, 0); os.setresuid(0, 0, 0)
+os.execv(sys.argv[3], sys.argv[3:])  # an absolute path: the stdlib may be out of reach now
+"""
+
 _HOLDER_SCRIPT = r"""
 set -eu
-dir=$1; lower=$2; size=$3
-mount -t tmpfs -o "size=$size,mode=0755" genpi-sandbox "$dir"
-mkdir "$dir/upper" "$dir/work" "$dir/root"
-mount -t overlay genpi-overlay -o "lowerdir=$lower,upperdir=$dir/upper,workdir=$dir/work" "$dir/root"
-for f in $4; do echo $$ > "$f"; done
+stage=$1; size=$2
+mount -t tmpfs -o "size=$size,mode=0755" genpi-sandbox "$stage/disk"
+mkdir "$stage/disk/upper" "$stage/disk/work" "$stage/disk/root"
+mount -t overlay genpi-overlay \
+    -o "lowerdir=$stage/lower,upperdir=$stage/disk/upper,workdir=$stage/disk/work,userxattr" \
+    "$stage/disk/root"
 echo ready
 exec sleep infinity
 """
@@ -426,15 +451,19 @@ def namespace_problems() -> list[str]:
     problems = []
     if os.geteuid() != 0:
         problems.append(
-            "the namespace sandbox needs root (overlay mounts, cgroup limits): run as root"
+            "the namespace sandbox needs root (it maps the sandbox's users to a host uid range "
+            "and sets cgroup limits): run as root, or use Docker"
         )
-    for tool, package in (("bwrap", "bubblewrap"), ("unshare", "util-linux"),
-                          ("nsenter", "util-linux"), ("prlimit", "util-linux")):  # fmt: skip
+    for tool, package in (("bwrap", "bubblewrap"), ("nsenter", "util-linux"),
+                          ("prlimit", "util-linux"), ("setpriv", "util-linux")):  # fmt: skip
         if shutil.which(tool) is None:
             problems.append(f"{tool} is not installed: `apt-get install {package}`")
     with contextlib.suppress(OSError):
         if "overlay" not in Path("/proc/filesystems").read_text():
             problems.append("the kernel has no overlayfs: `modprobe overlay`")
+    with contextlib.suppress(OSError, ValueError):
+        if int(Path("/proc/sys/user/max_user_namespaces").read_text()) == 0:
+            problems.append("user namespaces are disabled (user.max_user_namespaces = 0)")
     return problems
 
 
@@ -464,10 +493,9 @@ def _make_cgroups(name: str, limits: Limits) -> list[Path]:
 
 def _remove_cgroups(groups: list[Path]) -> None:
     for group in groups:
-        for _ in range(50):
+        for _ in range(100):
             try:
-                pids = (group / "cgroup.procs").read_text().split()
-                for pid in pids:
+                for pid in (group / "cgroup.procs").read_text().split():
                     with contextlib.suppress(ProcessLookupError, ValueError):
                         os.kill(int(pid), signal.SIGKILL)
                 group.rmdir()
@@ -484,8 +512,11 @@ def _sweep_stale(base: Path) -> None:
     A live sandbox's cgroups hold its ``sleep`` holder, so only dead sandboxes' groups can be
     removed; a directory is removed only when its group was (on the host it is always empty:
     its mounts live in the holder's namespace)."""
-    for directory in base.glob("sb-*"):
-        groups = [CGROUP_V1 / c / "genpi" / directory.name for c in ("pids", "memory")]
+    for stage in base.glob("sb-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - stage.stat().st_mtime < 300:
+                continue  # maybe still being set up: its holder has not joined its groups yet
+        groups = [CGROUP_V1 / c / "genpi" / stage.name for c in ("pids", "memory")]
         present = [g for g in groups if g.is_dir()]
         if not present:
             continue  # no cgroups here: nothing tells a live sandbox from a dead one
@@ -494,12 +525,21 @@ def _sweep_stale(base: Path) -> None:
                 group.rmdir()  # fails (EBUSY) while any process is in it
         except OSError:
             continue
-        with contextlib.suppress(OSError):
-            directory.rmdir()
+        for sub in ("lower", "disk", ""):
+            with contextlib.suppress(OSError):
+                (stage / sub).rmdir()
+
+
+def stage_base() -> Path:
+    """Where per-problem mount points go: world-traversable, so the sandbox's uids reach them."""
+    base = Path(tempfile.gettempdir()) / "genpi-sandbox"
+    base.mkdir(mode=0o755, exist_ok=True)
+    return base
 
 
 class NamespaceSandbox(Sandbox):
-    """A fresh copy-on-write overlay over the root filesystem, run with bubblewrap."""
+    """A fresh copy-on-write overlay over the root filesystem, run with bubblewrap in a user
+    namespace whose root is the unprivileged host uid ``UID_BASE``."""
 
     name = "namespace"
 
@@ -509,10 +549,11 @@ class NamespaceSandbox(Sandbox):
         *,
         network: bool = False,
         limits: Limits = Limits(),
-        run_dir: str | Path | None = None,
     ) -> None:
         super().__init__(limits)
         start = time.monotonic()
+        self._cgroups: list[Path] = []
+        self._holder: subprocess.Popen | None = None
         problems = namespace_problems()
         if problems:
             raise SandboxError("; ".join(problems))
@@ -523,43 +564,66 @@ class NamespaceSandbox(Sandbox):
             )
         self.rootfs = found.resolve()
         self.network = network
-        base = Path(run_dir) if run_dir else sandbox_home() / "run"
-        base.mkdir(parents=True, exist_ok=True)
+        base = stage_base()
         _sweep_stale(base)
         self.dir = Path(tempfile.mkdtemp(prefix="sb-", dir=base))
+        self.dir.chmod(0o755)
+        for sub in ("lower", "disk"):
+            (self.dir / sub).mkdir()
         self._cgroups = _make_cgroups(self.dir.name, limits)
         self._tools = {t: shutil.which(t) or t for t in ("bwrap", "nsenter", "prlimit", "sh")}
+        cgroup_files = " ".join(str(g / "cgroup.procs") for g in self._cgroups)
         self._holder = subprocess.Popen(
-            ["setpriv", "--pdeathsig", "KILL", "unshare", "--mount", "--propagation", "private",
-             "sh", "-c", _HOLDER_SCRIPT, "genpi-holder", str(self.dir), str(self.rootfs),
-             str(limits.disk_bytes), " ".join(str(g / "cgroup.procs") for g in self._cgroups)],
-            stdin=subprocess.DEVNULL,
+            [self._tools["sh"], "-c", _CGROUP_SCRIPT, "genpi-cg", cgroup_files,
+             "setpriv", "--pdeathsig", "KILL", sys.executable, "-c", _HOLDER_HELPER,
+             str(self.rootfs), str(self.dir), self._tools["sh"], "-c", _HOLDER_SCRIPT, "genpi-holder",
+             str(self.dir), str(limits.disk_bytes)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-        assert self._holder.stdout is not None
-        ready = self._holder.stdout.readline()
-        if ready.strip() != b"ready":
-            err = self._holder.stderr.read().decode(errors="replace") if self._holder.stderr else ""
+        try:
+            self._expect(b"unshared")
+            for name in ("uid_map", "gid_map"):
+                Path(f"/proc/{self._holder.pid}/{name}").write_text(f"0 {UID_BASE} {UID_COUNT}\n")
+            assert self._holder.stdin is not None
+            self._holder.stdin.write(b"mapped\n")
+            self._holder.stdin.flush()
+            self._expect(b"ready")
+        except (SandboxError, OSError) as exc:
             self.close()
-            raise SandboxError(f"the sandbox overlay could not be mounted: {err.strip()}")
+            raise SandboxError(f"the sandbox could not be set up: {exc}") from None
         self.startup_seconds = time.monotonic() - start
+
+    def _expect(self, word: bytes) -> None:
+        assert self._holder is not None and self._holder.stdout is not None
+        line = self._holder.stdout.readline()
+        if line.strip() != word:
+            rest = b""
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._holder.wait(timeout=2)
+                rest = self._holder.stdout.read()
+            raise SandboxError((line + rest).decode(errors="replace").strip() or "no answer")
 
     def _env(self) -> dict[str, str]:
         return dict(SANDBOX_ENV)
 
     def _wrap(self, argv: Sequence[str]) -> list[str]:
+        assert self._holder is not None
         bwrap = [
             self._tools["bwrap"],
             "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
             *([] if self.network else ["--unshare-net"]),
             "--die-with-parent", "--new-session",
-            "--bind", str(self.dir / "root"), "/",
+            "--bind", str(self.dir / "disk" / "root"), "/",
             "--proc", "/proc", "--dev", "/dev",
             *[a for p in PROC_READ_ONLY for a in ("--ro-bind-try", f"/proc/{p}", f"/proc/{p}")],
             *[a for p in PROC_MASKED if os.path.exists(f"/proc/{p}")
               for a in ("--ro-bind", "/dev/null", f"/proc/{p}")],
+            # the host's root-only /proc/tty/driver would make `find /` report an error that
+            # Docker's root never sees: show an empty directory instead
+            *(["--tmpfs", "/proc/tty/driver"] if os.path.isdir("/proc/tty/driver") else []),
             "--hostname", "genpi-os", "--chdir", "/",
             "--cap-drop", "ALL",
         ]  # fmt: skip
@@ -570,10 +634,10 @@ class NamespaceSandbox(Sandbox):
         limits = [self._tools["prlimit"], f"--nproc={self.limits.processes}", "--core=0"]
         if not any(g.parent.parent.name == "memory" for g in self._cgroups):
             limits.append(f"--as={self.limits.memory_bytes}")
-        nsenter = [self._tools["nsenter"], f"--target={self._holder.pid}", "--mount", "--"]
+        nsenter = [self._tools["nsenter"], f"--target={self._holder.pid}", "--user", "--mount"]
         cgroup_files = " ".join(str(g / "cgroup.procs") for g in self._cgroups)
         return [self._tools["sh"], "-c", _CGROUP_SCRIPT, "genpi-cg", cgroup_files,
-                *nsenter, *limits, "--", *bwrap, "--", *argv]  # fmt: skip
+                *nsenter, "--", *limits, "--", *bwrap, "--", *argv]  # fmt: skip
 
     def _shell_argv(self) -> list[str]:
         return self._wrap(["/bin/bash", "--login"])
@@ -583,18 +647,21 @@ class NamespaceSandbox(Sandbox):
 
     def close(self) -> None:
         super().close()
-        holder = getattr(self, "_holder", None)
-        if holder is not None and holder.poll() is None:
-            holder.kill()
+        holder = self._holder
         if holder is not None:
+            if holder.poll() is None:
+                holder.kill()
             with contextlib.suppress(Exception):
                 holder.wait(timeout=10)
-            for stream in (holder.stdout, holder.stderr):
+            for stream in (holder.stdin, holder.stdout, holder.stderr):
                 with contextlib.suppress(Exception):
-                    stream.close()
-        _remove_cgroups(getattr(self, "_cgroups", []))
-        with contextlib.suppress(OSError):
-            self.dir.rmdir()  # empty on the host: the tmpfs lived in the holder's namespace
+                    if stream is not None:
+                        stream.close()
+            self._holder = None
+        _remove_cgroups(self._cgroups)
+        for sub in ("lower", "disk", ""):  # empty on the host: the mounts lived in the holder's
+            with contextlib.suppress(OSError):
+                (self.dir / sub).rmdir()
 
 
 @dataclass
