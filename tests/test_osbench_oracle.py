@@ -79,3 +79,16 @@ def test_start_command_runs_in_the_agents_shell(problems, factory):
     seen = [e["content"] for e in transcript if e.get("role") == "user"][-1]
     assert "succeedsucceed" in seen  # the background writer ran for the whole round
     assert outcome.result
+
+
+def test_cli_oracle_run_and_upper_bound(agentbench_dir, factory, tmp_path, capsys):
+    from genpi.cli import main
+
+    data = str(agentbench_dir / "os_interaction")
+    first = ["eval-os", "--data", data, "--oracle", "--limit", "3", "--backend", "namespace"]
+    assert main([*first, "--out", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "a" / "result.json").is_file()
+    bound = str(tmp_path / "a" / "result.json")
+    assert main([*first, "--out", str(tmp_path / "b"), "--upper-bound", bound]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert '"normalized": 1.0' in line and '"pass": 3' in line

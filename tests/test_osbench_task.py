@@ -219,3 +219,10 @@ def test_llm_agent_views_and_loop(tiny_backend, os_prompt_path):
     replies = [e for e in transcript if e.get("role") == "assistant"][shots:]
     assert 1 <= len(replies) <= 2 and outcome.rounds == len(replies)
     assert outcome.status in ("invalid_action", "round_limit", "completed")
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from genpi.cli import main
+
+    assert main(["eval-os", "--data", str(tmp_path), "--oracle"]) == 2
+    assert "no problem files" in capsys.readouterr().err
