@@ -21,7 +21,6 @@ from typing import Any
 
 from genpi.data import read_jsonl
 from genpi.errors import GenpiError
-from genpi.osbench.rootfs import SandboxError
 from genpi.osbench.sandbox import Sandbox
 from genpi.osbench.task import MAX_ROUNDS, Agent, Outcome, Problem, run_episode
 
@@ -130,12 +129,9 @@ def evaluate(
         log.info("%s: %s (%s)", problem.id, "pass" if outcome.result else "fail", outcome.status)
         return outcome
 
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            for outcome in pool.map(one, todo):
-                outcomes[outcome.id] = outcome
-    except SandboxError:
-        raise
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        for outcome in pool.map(one, todo):
+            outcomes[outcome.id] = outcome
     ordered = [outcomes[p.id] for p in problems if p.id in outcomes]
     summary = summarize(ordered, upper_bound)
     summary["seconds"] = round(time.monotonic() - start, 2)

@@ -575,7 +575,7 @@ class NamespaceSandbox(Sandbox):
         cgroup_files = " ".join(str(g / "cgroup.procs") for g in self._cgroups)
         self._holder = subprocess.Popen(
             [self._tools["sh"], "-c", _CGROUP_SCRIPT, "genpi-cg", cgroup_files,
-             "setpriv", "--pdeathsig", "KILL", sys.executable, "-c", _HOLDER_HELPER,
+             "setpriv", "--pdeathsig", "KILL", sys.executable, "-I", "-S", "-c", _HOLDER_HELPER,
              str(self.rootfs), str(self.dir), self._tools["sh"], "-c", _HOLDER_SCRIPT, "genpi-holder",
              str(self.dir), str(limits.disk_bytes)],
             stdin=subprocess.PIPE,
