@@ -631,8 +631,13 @@ class NamespaceSandbox(Sandbox):
             bwrap += ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
         for cap in CAPABILITIES:
             bwrap += ["--cap-add", cap]
-        limits = [self._tools["prlimit"], f"--nproc={self.limits.processes}", "--core=0"]
-        if not any(g.parent.parent.name == "memory" for g in self._cgroups):
+        limits = [self._tools["prlimit"], "--core=0"]
+        controllers = {g.parent.parent.name for g in self._cgroups}
+        if "pids" not in controllers:
+            # RLIMIT_NPROC counts every process of the uid, i.e. of all sandboxes at once: the
+            # fallback bound holds, but concurrent problems share it
+            limits.append(f"--nproc={self.limits.processes}")
+        if "memory" not in controllers:
             limits.append(f"--as={self.limits.memory_bytes}")
         nsenter = [self._tools["nsenter"], f"--target={self._holder.pid}", "--user", "--mount"]
         cgroup_files = " ".join(str(g / "cgroup.procs") for g in self._cgroups)
