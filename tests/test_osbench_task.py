@@ -226,3 +226,24 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
     assert main(["eval-os", "--data", str(tmp_path), "--oracle"]) == 2
     assert "no problem files" in capsys.readouterr().err
+
+
+def test_a_crashing_agent_fails_only_its_problem():
+    class Crashing(ScriptedAgent):
+        def act(self, problem, conversation):
+            if problem.id == "t-00003":
+                raise ValueError("context too long")
+            return "Act: answer(2)"
+
+    problems = [
+        _problem(match="1"),
+        parse_problem({"description": "b", "evaluation": {"match": "2"}}, 4, Path("."), "t-"),
+    ]
+    boxes = []
+    summary = evaluate(
+        problems, Crashing([]), lambda: boxes.append(RecordingSandbox()) or boxes[-1]
+    )
+    statuses = {o["id"]: (o["status"], o["result"]) for o in summary["outcomes"]}
+    assert statuses == {"t-00003": ("error", False), "t-00004": ("completed", True)}
+    assert "context too long" in summary["outcomes"][0]["error"]
+    assert all(b.closed for b in boxes)

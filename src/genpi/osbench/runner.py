@@ -52,7 +52,7 @@ def run_problem(
     sandbox = open_sandbox()  # a sandbox that cannot start stops the run: every problem needs one
     try:
         outcome = run_episode(problem, agent, sandbox, max_rounds=max_rounds, transcript=transcript)
-    except (GenpiError, OSError, RuntimeError) as exc:
+    except Exception as exc:  # the agent is arbitrary code: one problem's crash is its failure
         log.warning("%s: %s", problem.id, exc)
         outcome = Outcome(problem.id, False, "error", error=f"{type(exc).__name__}: {exc}")
         outcome.startup_seconds = round(sandbox.startup_seconds, 3)
