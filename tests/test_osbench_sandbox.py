@@ -59,6 +59,9 @@ def test_never_ending_command_is_bounded_and_jobs_survive(box):
     assert result.output.startswith("before")
     after = box.run("echo $Y; kill -0 $(cat /tmp/job) && echo job-alive")
     assert after.output == "kept\njob-alive\n"
+    flood = box.run("yes", timeout=2)  # endless output: bounded in time and in memory
+    assert flood.timed_out and flood.output.startswith("y\ny\n") and len(flood.output) < 2 << 20
+    assert box.run("yes | head -c 5000000 | wc -c; echo done").output == "5000000\ndone\n"
     wedged = box.run("exec sleep 100", timeout=1)  # the shell itself never answers
     assert wedged.timed_out and wedged.restarted
     assert box.run("echo back; cat /tmp/job").output.startswith("back\n")  # files survive

@@ -41,6 +41,8 @@ from genpi.osbench.rootfs import UID_BASE, UID_COUNT, SandboxError, find_rootfs
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT = 30.0  # AgentBench's per-command limit
+OUTPUT_HEAD = 1 << 20  # bytes of a command's output kept from its start (the agent sees 780 chars)
+OUTPUT_TAIL = 1 << 12  # and from its end, where the end marker is
 SANDBOX_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root",
@@ -160,6 +162,10 @@ class ShellSession:
                     self._cond.notify_all()
                     return
                 self._buffer += chunk
+                if len(self._buffer) > OUTPUT_HEAD + 2 * OUTPUT_TAIL:
+                    # a flood (`yes`) must not fill the host's memory: the agent sees only the
+                    # head, and the tail is where the end marker arrives
+                    del self._buffer[OUTPUT_HEAD : len(self._buffer) - OUTPUT_TAIL]
                 self._cond.notify_all()
 
     @property
