@@ -713,14 +713,21 @@ def ready_rootfs(build: bool = True) -> tuple[Path | None, str]:
     if problems:
         return None, "; ".join(problems)
     path = find_rootfs()
-    if path is not None:
-        return path, ""
-    if not build:
-        return None, "the sandbox root filesystem is not built: run `genpi sandbox build`"
-    problems = build_problems()
-    if problems:
-        return None, "; ".join(problems)
-    try:
-        return build_rootfs(), ""
+    if path is None:
+        if not build:
+            return None, "the sandbox root filesystem is not built: run `genpi sandbox build`"
+        problems = build_problems()
+        if problems:
+            return None, "; ".join(problems)
+        try:
+            path = build_rootfs()
+        except SandboxError as exc:
+            return None, str(exc)
+    try:  # the tools can be there while the kernel refuses (e.g. inside an unprivileged container)
+        with NamespaceSandbox(path, limits=Limits(command_timeout=20)) as probe:
+            answer = probe.run("echo ready")
+        if answer.output != "ready\n":
+            return None, f"a test sandbox did not answer: {answer.output.strip()[:200]!r}"
     except SandboxError as exc:
         return None, str(exc)
+    return path, ""
