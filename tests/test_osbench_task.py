@@ -247,3 +247,22 @@ def test_a_crashing_agent_fails_only_its_problem():
     assert statuses == {"t-00003": ("error", False), "t-00004": ("completed", True)}
     assert "context too long" in summary["outcomes"][0]["error"]
     assert all(b.closed for b in boxes)
+
+
+def test_adapter_agent_uses_the_adapters_prompt_without_it(
+    tiny_model_dir, tiny_adapter_dir, tmp_path
+):
+    import argparse
+
+    from genpi.adapter import read_adapter_prompt
+    from genpi.osbench.cli import build_agent
+
+    args = argparse.Namespace(
+        oracle=False, adapter=str(tiny_adapter_dir), prompt=None, data=str(tmp_path),
+        model=str(tiny_model_dir), no_prompt=False, max_new_tokens=4,
+    )  # fmt: skip
+    agent = build_agent(args)
+    prompt = read_adapter_prompt(tiny_adapter_dir)
+    assert not agent.with_prompt and agent.prompt.fingerprint == prompt.fingerprint
+    assert agent.begin(_problem(match="1")) == prompt.student_messages("q?")
+    assert agent.backend.has_adapter
