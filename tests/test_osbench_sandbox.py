@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from genpi.osbench.sandbox import PROC_MASKED, Limits, NamespaceSandbox, ready_rootfs
+from genpi.osbench.rootfs import SandboxError
+from genpi.osbench.sandbox import PROC_MASKED, Limits, NamespaceSandbox, ready_rootfs, stage_base
 
 FAST = Limits(command_timeout=20.0, disk_bytes=64 << 20, processes=128, memory_bytes=512 << 20)
 
@@ -181,3 +182,24 @@ def test_memory_hog_is_stopped_at_the_limit(box):
     hog = box.run("python3 -c 'x = bytearray(1536 << 20); print(len(x))'", timeout=60)
     assert hog.exit_code not in (0, None) and "1610612736" not in hog.output
     assert box.run("echo fine").output == "fine\n"  # the shell outlives the killed hog
+
+
+def test_subordinate_ranges_for_rootless_use(tmp_path):
+    from genpi.osbench.rootfs import subordinate_range
+
+    table = tmp_path / "subuid"
+    table.write_text("alice:100000:65536\nbob:165536:1000\ncarol:231072:70000\n")
+    assert subordinate_range("alice", path=table) == 100000
+    assert subordinate_range("bob", path=table) is None  # too small for uids 0..65535
+    assert subordinate_range("carol", path=table) == 231072
+    assert subordinate_range("dave", path=table) is None
+
+
+def test_rootfs_owned_for_other_uids_is_refused(rootfs, tmp_path):
+    fake = tmp_path / "entry" / "root"
+    (fake / "bin").mkdir(parents=True)
+    (fake.parent / "genpi_rootfs.json").write_text('{"uid_base": 5}')
+    before = set(stage_base().iterdir())
+    with pytest.raises(SandboxError, match="owned for uids from 5"):
+        NamespaceSandbox(fake, limits=FAST)
+    assert set(stage_base().iterdir()) == before  # nothing left behind

@@ -111,14 +111,42 @@ def rootfs_path(spec: RootfsSpec | None = None, home: Path | None = None) -> Pat
     return (home or sandbox_home()) / (spec or default_spec()).key
 
 
-def find_rootfs(spec: RootfsSpec | None = None, home: Path | None = None) -> Path | None:
-    """The built root filesystem (``<entry>/root``), or None when it has not been built yet."""
+def subordinate_range(user: str, kind: str = "uid", path: Path | None = None) -> int | None:
+    """The first id of ``user``'s subordinate range of at least UID_COUNT ids (/etc/subuid)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in (path or Path(f"/etc/sub{kind}")).read_text().splitlines():
+            fields = line.strip().split(":")
+            if len(fields) == 3 and fields[0] == user and int(fields[2]) >= UID_COUNT:
+                return int(fields[1])
+    return None
+
+
+def current_user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def expected_uid_base() -> int | None:
+    """Where this user's sandbox uids start: UID_BASE for root, else the subordinate range."""
+    if os.geteuid() == 0:
+        return UID_BASE
+    uid, gid = subordinate_range(current_user(), "uid"), subordinate_range(current_user(), "gid")
+    return uid if uid is not None and uid == gid else None
+
+
+def find_rootfs(
+    spec: RootfsSpec | None = None, home: Path | None = None, uid_base: int | None = None
+) -> Path | None:
+    """The built root filesystem (``<entry>/root``) owned for ``uid_base`` (default: this
+    user's), or None when it has not been built yet."""
     entry = rootfs_path(spec, home)
     try:
         stamp = json.loads((entry / STAMP).read_text())
     except (OSError, ValueError):
         return None
-    return entry / "root" if stamp.get("uid_base") == UID_BASE else None
+    want = uid_base if uid_base is not None else expected_uid_base()
+    return entry / "root" if want is not None and stamp.get("uid_base") == want else None
 
 
 def read_stamp(rootfs: Path) -> dict:
@@ -150,13 +178,26 @@ def build_rootfs(
     *,
     force: bool = False,
     log: Path | None = None,
+    for_user: str | None = None,
 ) -> Path:
-    """Build (or find) the root filesystem; return its path."""
+    """Build (or find) the root filesystem; return its path. ``for_user``: shift it to that
+    user's subordinate uid range and hand it over, for rootless sandboxes (needs root)."""
     spec = spec or default_spec()
     home = home or sandbox_home()
+    uid_base, owner = UID_BASE, None
+    if for_user:
+        import pwd
+
+        start = subordinate_range(for_user, "uid")
+        if start is None or start != subordinate_range(for_user, "gid"):
+            raise SandboxError(
+                f"{for_user} has no subordinate uid/gid range of {UID_COUNT} ids starting at the "
+                f"same number: add '{for_user}:START:{UID_COUNT}' to /etc/subuid and /etc/subgid"
+            )
+        uid_base, owner = start, pwd.getpwnam(for_user)
     with _build_lock(home):
         target = rootfs_path(spec, home)
-        found = find_rootfs(spec, home)
+        found = find_rootfs(spec, home, uid_base)
         if found is not None and not force:
             return found
         problems = build_problems()
@@ -184,12 +225,12 @@ def build_rootfs(
                 )
             root = tmp / "root"
             _trim(root)
-            shift_ownership(root, UID_BASE)
+            shift_ownership(root, uid_base)
             stamp = {
                 "suite": spec.suite,
                 "mirror": spec.mirror,
                 "packages": list(spec.packages),
-                "uid_base": UID_BASE,
+                "uid_base": uid_base,
                 "build_seconds": round(time.monotonic() - start, 1),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
@@ -198,6 +239,9 @@ def build_rootfs(
                 old = Path(tempfile.mkdtemp(prefix=".old-", dir=home))
                 target.rename(old / "entry")
                 shutil.rmtree(old, ignore_errors=True)
+            if owner is not None:  # the user reads the stamp and reaches the tree
+                os.chown(tmp / STAMP, owner.pw_uid, owner.pw_gid)
+                tmp.chmod(0o755)
             tmp.rename(target)  # the entry appears complete or not at all
             return target / "root"
         finally:

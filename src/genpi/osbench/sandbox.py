@@ -36,7 +36,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genpi.osbench.rootfs import UID_BASE, UID_COUNT, SandboxError, find_rootfs
+from genpi.osbench.rootfs import (
+    UID_COUNT,
+    SandboxError,
+    expected_uid_base,
+    find_rootfs,
+    read_stamp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -455,13 +461,16 @@ _CGROUP_SCRIPT = r'for f in $1; do echo $$ > "$f"; done; shift; exec "$@"'
 def namespace_problems() -> list[str]:
     """What stops the namespace sandbox on this machine (empty when it can run)."""
     problems = []
+    tools = [("bwrap", "bubblewrap"), ("nsenter", "util-linux"), ("prlimit", "util-linux"),
+             ("setpriv", "util-linux")]  # fmt: skip
     if os.geteuid() != 0:
-        problems.append(
-            "the namespace sandbox needs root (it maps the sandbox's users to a host uid range "
-            "and sets cgroup limits): run as root, or use Docker"
-        )
-    for tool, package in (("bwrap", "bubblewrap"), ("nsenter", "util-linux"),
-                          ("prlimit", "util-linux"), ("setpriv", "util-linux")):  # fmt: skip
+        tools += [("newuidmap", "uidmap"), ("newgidmap", "uidmap")]
+        if expected_uid_base() is None:
+            problems.append(
+                f"without root the sandbox maps its users onto your subordinate ids: add a range "
+                f"of {UID_COUNT} to /etc/subuid and /etc/subgid (same start), or run as root"
+            )
+    for tool, package in tools:
         if shutil.which(tool) is None:
             problems.append(f"{tool} is not installed: `apt-get install {package}`")
     with contextlib.suppress(OSError):
@@ -538,7 +547,7 @@ def _sweep_stale(base: Path) -> None:
 
 def stage_base() -> Path:
     """Where per-problem mount points go: world-traversable, so the sandbox's uids reach them."""
-    base = Path(tempfile.gettempdir()) / "genpi-sandbox"
+    base = Path(tempfile.gettempdir()) / f"genpi-sandbox-{os.geteuid()}"
     base.mkdir(mode=0o755, exist_ok=True)
     return base
 
@@ -576,7 +585,16 @@ class NamespaceSandbox(Sandbox):
         self.dir.chmod(0o755)
         for sub in ("lower", "disk"):
             (self.dir / sub).mkdir()
-        self._cgroups = _make_cgroups(self.dir.name, limits)
+        self.uid_base = expected_uid_base()
+        with contextlib.suppress(OSError, ValueError):
+            owned = read_stamp(self.rootfs).get("uid_base")
+            if owned != self.uid_base:
+                self._remove_stage()
+                raise SandboxError(
+                    f"{self.rootfs} is owned for uids from {owned}, this user's sandbox maps from "
+                    f"{self.uid_base}: build one for this user (`genpi sandbox build`)"
+                )
+        self._cgroups = _make_cgroups(self.dir.name, limits) if os.geteuid() == 0 else []
         self._tools = {t: shutil.which(t) or t for t in ("bwrap", "nsenter", "prlimit", "sh")}
         cgroup_files = " ".join(str(g / "cgroup.procs") for g in self._cgroups)
         self._holder = subprocess.Popen(
@@ -591,8 +609,7 @@ class NamespaceSandbox(Sandbox):
         )  # fmt: skip
         try:
             self._expect(b"unshared")
-            for name in ("uid_map", "gid_map"):
-                Path(f"/proc/{self._holder.pid}/{name}").write_text(f"0 {UID_BASE} {UID_COUNT}\n")
+            self._write_maps(self._holder.pid)
             assert self._holder.stdin is not None
             self._holder.stdin.write(b"mapped\n")
             self._holder.stdin.flush()
@@ -601,6 +618,20 @@ class NamespaceSandbox(Sandbox):
             self.close()
             raise SandboxError(f"the sandbox could not be set up: {exc}") from None
         self.startup_seconds = time.monotonic() - start
+
+    def _write_maps(self, pid: int) -> None:
+        """Map the sandbox's ids 0..65535 onto the host range its root filesystem is owned by."""
+        if os.geteuid() == 0:
+            for name in ("uid_map", "gid_map"):
+                Path(f"/proc/{pid}/{name}").write_text(f"0 {self.uid_base} {UID_COUNT}\n")
+            return
+        for tool in ("newuidmap", "newgidmap"):  # set-uid helpers that check /etc/sub[ug]id
+            done = subprocess.run(
+                [tool, str(pid), "0", str(self.uid_base), str(UID_COUNT)],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise SandboxError(f"{tool} failed: {done.stderr.strip()}")
 
     def _expect(self, word: bytes) -> None:
         assert self._holder is not None and self._holder.stdout is not None
@@ -670,6 +701,9 @@ class NamespaceSandbox(Sandbox):
                         stream.close()
             self._holder = None
         _remove_cgroups(self._cgroups)
+        self._remove_stage()
+
+    def _remove_stage(self) -> None:
         for sub in ("lower", "disk", ""):  # empty on the host: the mounts lived in the holder's
             with contextlib.suppress(OSError):
                 (self.dir / sub).rmdir()

@@ -16,6 +16,12 @@ from genpi.errors import GenpiError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("build", "check"), help="build the rootfs, or check")
     parser.add_argument("--force", action="store_true", help="rebuild even when cached")
+    parser.add_argument(
+        "--for-user",
+        default=None,
+        help="build for rootless use by USER (owned by USER's /etc/subuid range; set GENPI_HOME "
+        "to that user's cache)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -25,8 +31,9 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "build":
         spec = rootfs.default_spec()
         start = time.monotonic()
-        cached = rootfs.find_rootfs(spec) is not None and not args.force
-        path = rootfs.build_rootfs(spec, force=args.force)
+        base = rootfs.subordinate_range(args.for_user) if args.for_user else rootfs.UID_BASE
+        cached = rootfs.find_rootfs(spec, uid_base=base) is not None and not args.force
+        path = rootfs.build_rootfs(spec, force=args.force, for_user=args.for_user)
         took = time.monotonic() - start
         print(json.dumps({"rootfs": str(path), "cached": cached, "seconds": round(took, 1),
                           "suite": spec.suite, "mirror": spec.mirror}))  # fmt: skip
