@@ -2,14 +2,16 @@
 
 - ``DockerSandbox``: AgentBench's own setup (a container per problem), used when ``docker info``
   works.
-- ``NamespaceSandbox``: no engine needed. Per problem, a private mount namespace (held by a
-  ``sleep`` process on the host side) gets a size-limited tmpfs holding a copy-on-write overlay
-  over the cached root filesystem. Every shell and every check script then runs in a fresh
-  ``bwrap`` over that overlay: own mount (pivot_root, the host tree is gone), pid, uts, ipc and
+- ``NamespaceSandbox``: no engine needed. Per problem, a holder process enters a new user and
+  mount namespace whose ids 0..65535 map onto an unprivileged host range (the one the cached root
+  filesystem is owned by: 1,000,000,000 as root, the user's /etc/subuid range without root),
+  mounts a size-limited tmpfs and on it a copy-on-write overlay over the root filesystem, and
+  sleeps. Every shell and every check script then runs in a fresh ``bwrap`` over that overlay,
+  entered with ``nsenter``: own mount (pivot_root, the host tree is gone), pid, uts, ipc and
   network namespaces (loopback only unless ``network=True``), Docker's default capability set
-  minus ``CAP_MKNOD`` (no way to reach host disks), ``/proc/sys`` read-only, and cgroup limits on
-  processes and memory. Closing the sandbox kills the holder: the mounts and the tmpfs vanish
-  with its namespace, so nothing is left on the host.
+  minus ``CAP_MKNOD``, ``/proc`` knobs read-only, and cgroup (or rlimit) bounds on processes and
+  memory. Closing the sandbox kills the holder: the mounts and the tmpfs vanish with its
+  namespace, so nothing is left on the host.
 
 Both give a persistent shell (``run``: each command's output and exit status, read up to a unique
 end marker) and one-off processes (``exec``, like ``docker exec``). A command past its timeout is
@@ -422,7 +424,7 @@ class DockerSandbox(Sandbox):
 # Runs (with the host's python) as the holder's first stage: enters a new user and mount
 # namespace, waits for the parent to write the uid/gid maps, binds the root filesystem where the
 # sandbox's uids can reach it (the cache may sit under a private home), becomes the namespace's
-# root (= host uid UID_BASE) and execs the mount script. Raw syscalls, because an exec before
+# root (= the first host id of the mapped range) and execs the mount script. Raw syscalls, because an exec before
 # becoming root in the namespace would drop the capabilities the bind needs.
 _HOLDER_HELPER = r"""
 import ctypes, os, sys
@@ -554,7 +556,7 @@ def stage_base() -> Path:
 
 class NamespaceSandbox(Sandbox):
     """A fresh copy-on-write overlay over the root filesystem, run with bubblewrap in a user
-    namespace whose root is the unprivileged host uid ``UID_BASE``."""
+    namespace whose root is an unprivileged host uid (see the module docstring)."""
 
     name = "namespace"
 
