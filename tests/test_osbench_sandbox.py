@@ -4,6 +4,7 @@ host untouched (each bounded in time). Needs root, bubblewrap and the cached roo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -14,7 +15,14 @@ import time
 import pytest
 
 from genpi.osbench.rootfs import SandboxError
-from genpi.osbench.sandbox import PROC_MASKED, Limits, NamespaceSandbox, ready_rootfs, stage_base
+from genpi.osbench.sandbox import (
+    PROC_MASKED,
+    Limits,
+    NamespaceSandbox,
+    _remove_cgroups,
+    ready_rootfs,
+    stage_base,
+)
 
 FAST = Limits(command_timeout=20.0, disk_bytes=64 << 20, processes=128, memory_bytes=512 << 20)
 
@@ -203,3 +211,41 @@ def test_rootfs_owned_for_other_uids_is_refused(rootfs, tmp_path):
     with pytest.raises(SandboxError, match="owned for uids from 5"):
         NamespaceSandbox(fake, limits=FAST)
     assert set(stage_base().iterdir()) == before  # nothing left behind
+
+
+def test_a_killed_evaluator_leaves_no_sandbox_running(rootfs):
+    import signal
+    import sys
+    from pathlib import Path
+
+    script = (
+        "from genpi.osbench.sandbox import NamespaceSandbox\n"
+        f"box = NamespaceSandbox({str(rootfs)!r})\n"
+        "box.run('sleep 300 &')\n"
+        "print(box._holder.pid, box.dir, ' '.join(str(g) for g in box._cgroups), flush=True)\n"
+        "import time; time.sleep(300)\n"
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": src},
+    )  # fmt: skip
+    holder, stage, *groups = child.stdout.readline().split()
+    child.send_signal(signal.SIGKILL)  # no close(), no atexit: only the kernel cleans up
+    child.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{holder}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        assert not os.path.exists(f"/proc/{holder}")
+        for group in groups:  # the holder's and the shell's processes are all gone
+            remaining = (Path(group) / "cgroup.procs").read_text().split()
+            assert remaining == [], remaining
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(holder), signal.SIGKILL)  # a failing run must not leak the holder either
+        for group in groups:
+            _remove_cgroups([Path(group)])
+        for sub in ("lower", "disk", ""):
+            with contextlib.suppress(OSError):
+                (Path(stage) / sub).rmdir()

@@ -440,7 +440,13 @@ MS_BIND, MS_REC, MS_PRIVATE, MS_RDONLY, MS_REMOUNT = 4096, 16384, 1 << 18, 1, 32
 check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) == 0, "make / private")
 lower, stage = sys.argv[1].encode(), sys.argv[2].encode()
 check(libc.mount(lower, stage + b"/lower", None, MS_BIND | MS_REC, None) == 0, "bind rootfs")
+parent = os.getppid()
 os.setgroups([]); os.setresgid(0, 0, 0); os.setresuid(0, 0, 0)
+# a change of credentials clears the parent-death signal: set it again, then make sure the
+# parent did not die in between (the holder must never outlive the evaluating process)
+check(libc.prctl(1, 9, 0, 0, 0) == 0, "prctl(PR_SET_PDEATHSIG, SIGKILL)")
+if os.getppid() != parent:
+    sys.exit("genpi sandbox: the evaluating process is gone")
 os.execv(sys.argv[3], sys.argv[3:])  # an absolute path: the stdlib may be out of reach now
 """
 
