@@ -170,6 +170,7 @@ class Engine:
         self._tokenizer_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.batches_run = 0
+        self.rows_cancelled = 0  # rows dropped mid-batch because their client went away
         self.device = next(model.parameters()).device
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -287,6 +288,7 @@ class Engine:
                 next_tokens: list[int] = []
                 for i, row in enumerate(rows):
                     if row.request.cancelled.is_set():
+                        self.rows_cancelled += 1
                         continue  # the client left: its slot is freed right away
                     token = row.choose(logits[i])
                     end = row.step(token, self.tokenizer)

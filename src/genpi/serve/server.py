@@ -277,6 +277,7 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
             "queued": engine.queued,
             "running": engine.running,
             "batches": engine.batches_run,
+            "cancelled": engine.rows_cancelled,
         }
 
     @app.get("/v1/models")
