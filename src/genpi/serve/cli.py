@@ -80,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", help="auto, bf16 or fp32")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: the best one)")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's; 1 is faster on a CPU shared with other jobs)",
+    )
+    parser.add_argument(
         "--drain-timeout",
         type=float,
         default=60.0,
@@ -98,6 +104,10 @@ def main(args: argparse.Namespace) -> int:
     if args.max_batch_size < 1 or args.max_body_bytes < 1:
         raise GenpiError("--max-batch-size and --max-body-bytes must be positive")
     adapters = parse_adapters(args.adapter)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     served_name = args.served_model_name or model_ref
     if served_name in adapters:
         raise GenpiError(f"an adapter is named {served_name!r} like the base model; rename it")
