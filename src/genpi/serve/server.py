@@ -31,6 +31,7 @@ from genpi.serve.router import Route, RouteTable, route
 log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 4
+DISCONNECT_CHECK_S = 0.5  # how often a non-streaming request checks that its client is still there
 
 
 class ApiError(Exception):
@@ -364,12 +365,19 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
             stream = _stream(gen, events, params, completion_id, usage)
             return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
         try:
-            text = ""
+            checked = time.monotonic()
             while True:
-                event = await events.get()
-                if isinstance(event, Delta):
-                    text += event.text
-                elif isinstance(event, Failed):
+                try:
+                    event = await asyncio.wait_for(events.get(), timeout=DISCONNECT_CHECK_S)
+                except TimeoutError:
+                    event = None
+                if time.monotonic() - checked >= DISCONNECT_CHECK_S:
+                    checked = time.monotonic()
+                    if await request.is_disconnected():  # nobody waits for the answer: stop it
+                        return JSONResponse({}, status_code=499)
+                if event is None or isinstance(event, Delta):
+                    continue
+                if isinstance(event, Failed):
                     raise ApiError(
                         500, event.message, type_="server_error", code="generation_failed"
                     )
