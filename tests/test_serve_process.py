@@ -59,6 +59,7 @@ def test_sigterm_drains_the_request_in_flight_then_exits(tiny_model_dir, tiny_ad
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
+        assert httpx.get(f"{url}/v1/models", timeout=5).status_code == 401  # $GENPI_API_KEY is on
         body = {
             "model": "shell",
             "messages": [{"role": "user", "content": "keep going"}],
