@@ -402,6 +402,6 @@ def test_load_32_clients_x_4_requests_each_answered_by_the_right_weights(
     p95 = latencies[int(0.95 * (len(latencies) - 1))]
     print(
         f"\nload: {len(results)} requests from 32 clients in {wall:.2f}s, p50 {p50 * 1000:.0f} ms, "
-        f"p95 {p95 * 1000:.0f} ms, batches {server.engine.batches_run}"
+        f"p95 {p95 * 1000:.0f} ms, batches {server.engine.batches_run}, joined {server.engine.rows_joined}"
     )
     assert len(results) == 128

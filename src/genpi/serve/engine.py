@@ -171,6 +171,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self.batches_run = 0
         self.rows_cancelled = 0  # rows dropped mid-batch because their client went away
+        self.rows_joined = 0  # requests that joined a batch already decoding
         self.device = next(model.parameters()).device
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -258,57 +259,149 @@ class Engine:
             return self.model.disable_adapter()
         return contextlib.nullcontext()
 
-    def _run_batch(self, batch: list[GenRequest]) -> None:
+    def _take_joiners(self, adapter: str | None, room: int) -> list[GenRequest]:
+        """Queued requests for ``adapter`` at the head of the queue, to join the running batch.
+
+        Only the head: a request for another adapter that came first stops the joining, so the
+        batch drains and that adapter gets its turn (no adapter starves).
+        """
+        joiners: list[GenRequest] = []
+        with self._cond:
+            while self._pending and len(joiners) < room:
+                head = self._pending[0]
+                if head.cancelled.is_set():
+                    self._pending.popleft()
+                elif head.adapter == adapter:
+                    joiners.append(self._pending.popleft())
+                else:
+                    break
+        return joiners
+
+    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1, :].float().cpu()
+
+    def _prefill(self, requests: list[GenRequest]) -> _Batch:
+        """Read the prompts (left-padded) into a fresh KV cache: the state before the first token."""
         import torch
         from transformers import DynamicCache
 
         pad = self.tokenizer.pad_token_id
-        width = max(len(r.input_ids) for r in batch)
-        ids = torch.tensor([[pad] * (width - len(r.input_ids)) + r.input_ids for r in batch])
+        width = max(len(r.input_ids) for r in requests)
+        ids = torch.tensor([[pad] * (width - len(r.input_ids)) + r.input_ids for r in requests])
         mask = torch.tensor(
-            [[0] * (width - len(r.input_ids)) + [1] * len(r.input_ids) for r in batch]
+            [[0] * (width - len(r.input_ids)) + [1] * len(r.input_ids) for r in requests]
         )
-        rows = [_Row(r, self._eos_ids) for r in batch]
-        with self._weights(batch[0].adapter), torch.inference_mode():
-            cache = DynamicCache()
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            step_ids = ids
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        logits = self._forward(ids, mask, positions, cache)
+        rows = [_Row(r, self._eos_ids) for r in requests]
+        return _Batch(rows, cache, mask, positions[:, -1:], logits)
+
+    def _advance(self, state: _Batch) -> _Batch:
+        """Choose each row's next token; drop the rows that ended or whose client left."""
+        import torch
+
+        keep: list[int] = []
+        next_tokens: list[int] = []
+        for i, row in enumerate(state.rows):
+            if row.request.cancelled.is_set():
+                self.rows_cancelled += 1
+                continue  # the client left: its slot is freed right away
+            token = row.choose(state.logits[i])
+            end = row.step(token, self.tokenizer)
+            if end is not None:
+                _deliver(row.request, end)
+            else:
+                keep.append(i)
+                next_tokens.append(token)
+        if len(keep) < len(state.rows) and keep:
+            index = torch.tensor(keep)
+            state.cache.batch_select_indices(index.to(self.device))
+            state.mask, state.last_positions = state.mask[index], state.last_positions[index]
+        state.rows = [state.rows[i] for i in keep]
+        state.next_tokens = next_tokens
+        return state
+
+    def _run_batch(self, batch: list[GenRequest]) -> None:
+        import torch
+
+        adapter = batch[0].adapter
+        with self._weights(adapter), torch.inference_mode():
+            state = self._advance(self._prefill(batch))
             while True:
-                out = self.model(
-                    input_ids=step_ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    position_ids=positions.to(self.device),
-                    past_key_values=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
+                room = self.max_batch_size - len(state.rows)
+                joiners = (
+                    self._take_joiners(adapter, room) if room > 0 and _mergeable(state) else []
                 )
-                cache = out.past_key_values
-                logits = out.logits[:, -1, :].float().cpu()
-                keep: list[int] = []
-                next_tokens: list[int] = []
-                for i, row in enumerate(rows):
-                    if row.request.cancelled.is_set():
-                        self.rows_cancelled += 1
-                        continue  # the client left: its slot is freed right away
-                    token = row.choose(logits[i])
-                    end = row.step(token, self.tokenizer)
-                    if end is not None:
-                        _deliver(row.request, end)
-                    else:
-                        keep.append(i)
-                        next_tokens.append(token)
-                if not keep:
+                if joiners:
+                    self.rows_joined += len(joiners)
+                    batch.extend(joiners)  # so that a failure is reported to them too
+                    joined = self._advance(self._prefill(joiners))
+                    if not state.rows:
+                        state = joined
+                    elif joined.rows:
+                        state = _merge(state, joined)
+                if not state.rows:
                     return
-                if len(keep) < len(rows):
-                    index = torch.tensor(keep)
-                    cache.batch_select_indices(index.to(self.device))
-                    mask, positions = mask[index], positions[index]
-                    rows = [rows[i] for i in keep]
-                    with self._cond:
-                        self._running_rows = len(rows)
-                step_ids = torch.tensor(next_tokens).unsqueeze(1)
-                mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype)], dim=1)
-                positions = positions[:, -1:] + 1
+                with self._cond:
+                    self._running_rows = len(state.rows)
+                ids = torch.tensor(state.next_tokens).unsqueeze(1)
+                ones = torch.ones(len(state.rows), 1, dtype=state.mask.dtype)
+                state.mask = torch.cat([state.mask, ones], dim=1)
+                state.last_positions = state.last_positions + 1
+                state.logits = self._forward(ids, state.mask, state.last_positions, state.cache)
+                state = self._advance(state)
+
+
+@dataclass
+class _Batch:
+    """The decoding state of a batch between two forward passes."""
+
+    rows: list[_Row]
+    cache: Any  # DynamicCache, as long as ``mask``
+    mask: Any  # [rows, length], 0 on left padding
+    last_positions: Any  # [rows, 1], the position of each row's last token
+    logits: Any = None  # [rows, vocab], for each row's next token
+    next_tokens: list[int] = field(default_factory=list)
+
+
+def _mergeable(state: _Batch) -> bool:
+    """Whether rows can join this cache (plain per-layer key/value tensors, no sliding window)."""
+    layers = getattr(state.cache, "layers", None)
+    return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+
+
+def _merge(a: _Batch, b: _Batch) -> _Batch:
+    """One batch from two, left-padding the shorter KV cache (the padding is masked out)."""
+    import torch
+    import torch.nn.functional as F
+
+    width = max(a.mask.shape[1], b.mask.shape[1])
+
+    def left_pad(t: Any, axis_from_end: int) -> Any:
+        missing = width - t.shape[-axis_from_end]
+        if missing == 0:
+            return t
+        return F.pad(t, (0, 0) * (axis_from_end - 1) + (missing, 0))
+
+    for layer_a, layer_b in zip(a.cache.layers, b.cache.layers, strict=True):
+        layer_a.keys = torch.cat([left_pad(layer_a.keys, 2), left_pad(layer_b.keys, 2)])
+        layer_a.values = torch.cat([left_pad(layer_a.values, 2), left_pad(layer_b.values, 2)])
+    return _Batch(
+        rows=a.rows + b.rows,
+        cache=a.cache,
+        mask=torch.cat([left_pad(a.mask, 1), left_pad(b.mask, 1)]),
+        last_positions=torch.cat([a.last_positions, b.last_positions]),
+        next_tokens=a.next_tokens + b.next_tokens,
+    )
 
 
 def _deliver(request: GenRequest, event: Event) -> None:

@@ -279,6 +279,7 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
             "running": engine.running,
             "batches": engine.batches_run,
             "cancelled": engine.rows_cancelled,
+            "joined": engine.rows_joined,
         }
 
     @app.get("/v1/models")
