@@ -1,0 +1,489 @@
+"""A local batching engine: one base model, several LoRA adapters, one worker thread.
+
+Requests wait in a queue; the worker takes the oldest one and every other queued request for
+the same adapter (up to ``max_batch_size``), switches the model to that adapter (or disables
+adapters for the base model), and decodes the batch step by step with the KV cache, left-padded.
+Each row keeps its own sampling parameters, token budget and stop strings, streams its text as
+deltas, and leaves the batch as soon as it ends or its client goes away. Only the worker thread
+touches the model, and one batch runs at a time, so no request ever sees another adapter's weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genpi.llm.base import cut_at_stop
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Delta:
+    text: str
+
+
+@dataclass
+class Finished:
+    text: str
+    completion_tokens: int
+    finish_reason: str  # "stop" or "length"
+
+
+@dataclass
+class Failed:
+    message: str
+
+
+Event = Delta | Finished | Failed
+_ids = itertools.count()
+
+
+@dataclass
+class GenRequest:
+    """One conversation to answer, already tokenized; events go to ``on_event`` (worker thread)."""
+
+    adapter: str | None
+    input_ids: list[int]
+    on_event: Callable[[Event], None]
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    id: int = field(default_factory=lambda: next(_ids))
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+class EngineClosed(RuntimeError):
+    pass
+
+
+def _stop_holdback(text: str, stop: Sequence[str]) -> int:
+    """How many trailing characters of ``text`` could still begin a stop string."""
+    hold = 0
+    for s in stop:
+        for k in range(min(len(s) - 1, len(text)), hold, -1):
+            if text.endswith(s[:k]):
+                hold = k
+                break
+    return hold
+
+
+class _Row:
+    """A request's decoding state inside a batch."""
+
+    def __init__(self, request: GenRequest, eos_ids: set[int]) -> None:
+        import torch
+
+        self.request = request
+        self.eos_ids = set() if request.ignore_eos else eos_ids
+        self.tokens: list[int] = []
+        self.sent = ""  # text already streamed
+        self.generator = None
+        if request.temperature > 0:
+            seed = request.seed if request.seed is not None else random.getrandbits(63)
+            self.generator = torch.Generator().manual_seed(seed)
+
+    def choose(self, logits: Any) -> int:
+        import torch
+
+        if self.generator is None:
+            return int(torch.argmax(logits))
+        logits = logits / self.request.temperature
+        probs = torch.softmax(logits, dim=-1)
+        if self.request.top_p < 1.0:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < self.request.top_p
+            sorted_probs = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
+            pick = torch.multinomial(sorted_probs, 1, generator=self.generator)
+            return int(order[pick])
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def step(self, token: int, tokenizer: Any) -> Finished | None:
+        """Take one token; stream what is safe to show; return the end when the row is done."""
+        req = self.request
+        if token in self.eos_ids:
+            return self._finish(tokenizer, "stop")
+        self.tokens.append(token)
+        text = tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if req.stop:
+            cut, stopped = cut_at_stop(text, req.stop)
+            if stopped:
+                self._emit(cut)
+                return Finished(cut, len(self.tokens), "stop")
+        if len(self.tokens) >= req.max_tokens:
+            return self._finish(tokenizer, "length")
+        if not text.endswith("\ufffd"):  # an unfinished multi-byte character waits for more bytes
+            self._emit(text[: len(text) - _stop_holdback(text, req.stop)])
+        return None
+
+    def _finish(self, tokenizer: Any, reason: str) -> Finished:
+        text = tokenizer.decode(self.tokens, skip_special_tokens=True)
+        self._emit(text)
+        return Finished(text, len(self.tokens), reason)
+
+    def _emit(self, text: str) -> None:
+        if len(text) > len(self.sent) and text.startswith(self.sent):
+            self.request.on_event(Delta(text[len(self.sent) :]))
+            self.sent = text
+
+
+class Engine:
+    """Serve one base model and its adapters from a queue, in batches per adapter."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        adapters: Sequence[str] = (),
+        max_batch_size: int = 8,
+        max_context: int | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.adapters = tuple(adapters)
+        self.max_batch_size = max_batch_size
+        config = getattr(model, "config", None)
+        self.max_context = max_context or getattr(config, "max_position_embeddings", None) or 2048
+        self._eos_ids = _eos_ids(model, tokenizer)
+        self._pending: deque[GenRequest] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._running_rows = 0
+        self._tokenizer_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.batches_run = 0
+        self.rows_cancelled = 0  # rows dropped mid-batch because their client went away
+        self.rows_joined = 0  # requests that joined a batch already decoding
+        self.device = next(model.parameters()).device
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> Engine:
+        self._thread = threading.Thread(target=self._work, name="genpi-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish every queued and running request, then stop the worker."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    @property
+    def running(self) -> int:
+        return self._running_rows
+
+    # -- requests -----------------------------------------------------------------------------
+    def encode(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of a conversation with the generation prompt, as LocalBackend encodes it."""
+        with self._tokenizer_lock:
+            text = self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def submit(self, request: GenRequest) -> None:
+        if request.adapter is not None and request.adapter not in self.adapters:
+            raise KeyError(f"unknown adapter {request.adapter!r}")
+        with self._cond:
+            if self._closing:
+                raise EngineClosed("the engine is shutting down")
+            self._pending.append(request)
+            self._cond.notify()
+
+    # -- worker -------------------------------------------------------------------------------
+    def _next_batch(self) -> list[GenRequest] | None:
+        with self._cond:
+            while True:
+                while self._pending and self._pending[0].cancelled.is_set():
+                    self._pending.popleft()
+                if self._pending:
+                    break
+                if self._closing:
+                    return None
+                self._cond.wait()
+            adapter = self._pending[0].adapter
+            batch: list[GenRequest] = []
+            rest: deque[GenRequest] = deque()
+            for req in self._pending:
+                if req.cancelled.is_set():
+                    continue
+                if req.adapter == adapter and len(batch) < self.max_batch_size:
+                    batch.append(req)
+                else:
+                    rest.append(req)
+            self._pending = rest
+            self._running_rows = len(batch)
+            return batch
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            try:
+                self._run_batch(batch)
+            except Exception as exc:  # one bad batch must not stop the server
+                log.exception("batch failed")
+                for req in batch:
+                    _deliver(req, Failed(f"generation failed: {exc}"))
+            finally:
+                self._running_rows = 0
+                self.batches_run += 1
+
+    def _weights(self, adapter: str | None) -> contextlib.AbstractContextManager[Any]:
+        if adapter is not None:
+            self.model.set_adapter(adapter)
+            return contextlib.nullcontext()
+        if hasattr(self.model, "disable_adapter"):
+            return self.model.disable_adapter()
+        return contextlib.nullcontext()
+
+    def _take_joiners(self, adapter: str | None, room: int) -> list[GenRequest]:
+        """Queued requests for ``adapter`` at the head of the queue, to join the running batch.
+
+        Only the head: a request for another adapter that came first stops the joining, so the
+        batch drains and that adapter gets its turn (no adapter starves).
+        """
+        joiners: list[GenRequest] = []
+        with self._cond:
+            while self._pending and len(joiners) < room:
+                head = self._pending[0]
+                if head.cancelled.is_set():
+                    self._pending.popleft()
+                elif head.adapter == adapter:
+                    joiners.append(self._pending.popleft())
+                else:
+                    break
+        return joiners
+
+    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1, :].float().cpu()
+
+    def _prefill(self, requests: list[GenRequest]) -> _Batch:
+        """Read the prompts (left-padded) into a fresh KV cache: the state before the first token."""
+        import torch
+        from transformers import DynamicCache
+
+        pad = self.tokenizer.pad_token_id
+        width = max(len(r.input_ids) for r in requests)
+        ids = torch.tensor([[pad] * (width - len(r.input_ids)) + r.input_ids for r in requests])
+        mask = torch.tensor(
+            [[0] * (width - len(r.input_ids)) + [1] * len(r.input_ids) for r in requests]
+        )
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        logits = self._forward(ids, mask, positions, cache)
+        rows = [_Row(r, self._eos_ids) for r in requests]
+        return _Batch(rows, cache, mask, positions[:, -1:], logits)
+
+    def _advance(self, state: _Batch) -> _Batch:
+        """Choose each row's next token; drop the rows that ended or whose client left."""
+        import torch
+
+        keep: list[int] = []
+        next_tokens: list[int] = []
+        for i, row in enumerate(state.rows):
+            if row.request.cancelled.is_set():
+                self.rows_cancelled += 1
+                continue  # the client left: its slot is freed right away
+            token = row.choose(state.logits[i])
+            end = row.step(token, self.tokenizer)
+            if end is not None:
+                _deliver(row.request, end)
+            else:
+                keep.append(i)
+                next_tokens.append(token)
+        if len(keep) < len(state.rows) and keep:
+            index = torch.tensor(keep)
+            state.cache.batch_select_indices(index.to(self.device))
+            state.mask, state.last_positions = state.mask[index], state.last_positions[index]
+        state.rows = [state.rows[i] for i in keep]
+        state.next_tokens = next_tokens
+        return state
+
+    def _run_batch(self, batch: list[GenRequest]) -> None:
+        import torch
+
+        adapter = batch[0].adapter
+        with self._weights(adapter), torch.inference_mode():
+            state = self._advance(self._prefill(batch))
+            while True:
+                room = self.max_batch_size - len(state.rows)
+                joiners = (
+                    self._take_joiners(adapter, room) if room > 0 and _mergeable(state) else []
+                )
+                if joiners:
+                    self.rows_joined += len(joiners)
+                    batch.extend(joiners)  # so that a failure is reported to them too
+                    joined = self._advance(self._prefill(joiners))
+                    if not state.rows:
+                        state = joined
+                    elif joined.rows:
+                        state = _merge(state, joined)
+                if not state.rows:
+                    return
+                with self._cond:
+                    self._running_rows = len(state.rows)
+                ids = torch.tensor(state.next_tokens).unsqueeze(1)
+                ones = torch.ones(len(state.rows), 1, dtype=state.mask.dtype)
+                state.mask = torch.cat([state.mask, ones], dim=1)
+                state.last_positions = state.last_positions + 1
+                state.logits = self._forward(ids, state.mask, state.last_positions, state.cache)
+                state = self._advance(state)
+
+
+@dataclass
+class _Batch:
+    """The decoding state of a batch between two forward passes."""
+
+    rows: list[_Row]
+    cache: Any  # DynamicCache, as long as ``mask``
+    mask: Any  # [rows, length], 0 on left padding
+    last_positions: Any  # [rows, 1], the position of each row's last token
+    logits: Any = None  # [rows, vocab], for each row's next token
+    next_tokens: list[int] = field(default_factory=list)
+
+
+def _mergeable(state: _Batch) -> bool:
+    """Whether rows can join this cache (plain per-layer key/value tensors, no sliding window)."""
+    layers = getattr(state.cache, "layers", None)
+    return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+
+
+def _merge(a: _Batch, b: _Batch) -> _Batch:
+    """One batch from two, left-padding the shorter KV cache (the padding is masked out)."""
+    import torch
+    import torch.nn.functional as F
+
+    width = max(a.mask.shape[1], b.mask.shape[1])
+
+    def left_pad(t: Any, axis_from_end: int) -> Any:
+        missing = width - t.shape[-axis_from_end]
+        if missing == 0:
+            return t
+        return F.pad(t, (0, 0) * (axis_from_end - 1) + (missing, 0))
+
+    for layer_a, layer_b in zip(a.cache.layers, b.cache.layers, strict=True):
+        layer_a.keys = torch.cat([left_pad(layer_a.keys, 2), left_pad(layer_b.keys, 2)])
+        layer_a.values = torch.cat([left_pad(layer_a.values, 2), left_pad(layer_b.values, 2)])
+    return _Batch(
+        rows=a.rows + b.rows,
+        cache=a.cache,
+        mask=torch.cat([left_pad(a.mask, 1), left_pad(b.mask, 1)]),
+        last_positions=torch.cat([a.last_positions, b.last_positions]),
+        next_tokens=a.next_tokens + b.next_tokens,
+    )
+
+
+def _deliver(request: GenRequest, event: Event) -> None:
+    try:
+        request.on_event(event)
+    except Exception:  # a receiver that is gone (closed event loop) must not stop the worker
+        log.debug("request %s: event dropped", request.id, exc_info=True)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif isinstance(gen_eos, list):
+        ids.update(gen_eos)
+    ids.discard(None)
+    return ids  # type: ignore[return-value]
+
+
+def _same_ref(model_ref: str, trained_on: str) -> str:
+    """``trained_on`` when both name the same local directory (spelled differently), else the ref."""
+    a, b = Path(model_ref).expanduser(), Path(trained_on).expanduser()
+    if a.is_dir() and b.is_dir() and a.resolve() == b.resolve():
+        return trained_on
+    return model_ref
+
+
+@dataclass
+class LoadedModel:
+    """What ``load_engine`` built: the engine plus what the server shows about it."""
+
+    engine: Engine
+    base_ref: str
+    base_path: str
+    adapter_dirs: dict[str, Path]
+    prompts: dict[str, Any]  # adapter name -> Prompt
+
+
+def load_engine(
+    model_ref: str,
+    adapters: dict[str, Path],
+    *,
+    dtype: str | None = "auto",
+    device: str | None = None,
+    max_batch_size: int = 8,
+    max_context: int | None = None,
+) -> LoadedModel:
+    """Load the base model once and every adapter onto it, refusing adapters of another base."""
+    from genpi.adapter import check_adapter, read_adapter_info, read_adapter_prompt
+    from genpi.models import load_model, resolve_model
+
+    resolved = resolve_model(model_ref)
+    weights_sha = resolved.provenance.get("weights_sha256")
+    prompts = {}
+    for name, directory in adapters.items():
+        prompt = read_adapter_prompt(directory)
+        check_adapter(
+            directory,
+            base_model=_same_ref(model_ref, read_adapter_info(directory).base_model),
+            base_weights_sha256=weights_sha,
+            prompt=prompt,
+        )
+        prompts[name] = prompt
+    t0 = time.perf_counter()
+    model, tokenizer = load_model(model_ref, dtype=dtype, device=device)
+    if adapters:
+        from peft import PeftModel
+
+        (first, first_dir), *rest = adapters.items()
+        model = PeftModel.from_pretrained(model, str(first_dir), adapter_name=first)
+        for name, directory in rest:
+            model.load_adapter(str(directory), adapter_name=name)
+        model.eval()
+    log.info(
+        "loaded %s and %d adapters in %.1fs", model_ref, len(adapters), time.perf_counter() - t0
+    )
+    engine = Engine(
+        model,
+        tokenizer,
+        adapters=list(adapters),
+        max_batch_size=max_batch_size,
+        max_context=max_context,
+    )
+    return LoadedModel(engine, model_ref, resolved.path, dict(adapters), prompts)
