@@ -198,17 +198,25 @@ def best_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo.
+
+    torch's oneDNN check also says yes on AVX-512 CPUs without those units, where bf16 is
+    emulated and measured 1.7x slower than fp32 for a LoRA training step here.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f" {flag}" in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
 def best_dtype(device: str) -> Any:
     """bf16 on CUDA and on CPUs with native bf16 (1.5-2x faster than fp32 there), else fp32."""
     import torch
 
-    if device.startswith("cuda"):
+    if device.startswith("cuda") or cpu_has_native_bf16():
         return torch.bfloat16
-    try:
-        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return torch.bfloat16
-    except (AttributeError, RuntimeError):
-        pass
     return torch.float32
 
 
