@@ -16,8 +16,10 @@ from genpi.train.datasets import (
     pg_messages,
 )
 
-PROMPT = Prompt(messages=({"role": "system", "content": "Answer with Thought: and Action: lines."},),
-                name="tiny")
+PROMPT = Prompt(
+    messages=({"role": "system", "content": "Answer with Thought: and Action: lines."},),
+    name="tiny",
+)
 
 
 def labelled_runs(tokenizer, sample) -> list[str]:
@@ -44,8 +46,10 @@ def test_mask_covers_exactly_the_assistant_turns(tokenizer):
     ]
     sample = encode_conversation(tokenizer, messages)
     end = tokenizer.eos_token  # <|im_end|>: the model must learn to stop
-    assert labelled_runs(tokenizer, sample) == [messages[1]["content"] + end,
-                                                messages[3]["content"] + end]
+    assert labelled_runs(tokenizer, sample) == [
+        messages[1]["content"] + end,
+        messages[3]["content"] + end,
+    ]
     # The ids are the chat template's own tokenization of the whole conversation.
     expected = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
     assert sample.input_ids == list(expected["input_ids"])
@@ -63,9 +67,14 @@ def test_mask_with_a_system_prompt_and_leading_space(tokenizer):
 
 
 def example(**kw) -> Example:
-    base = dict(id="a", input="count files in /tmp", student_output="Use ls.",
-                teacher_output="Action: run[ls]", reason="The prompt wants actions.",
-                turns=[{"role": "assistant", "content": "Action: run[ls]"}])
+    base = dict(
+        id="a",
+        input="count files in /tmp",
+        student_output="Use ls.",
+        teacher_output="Action: run[ls]",
+        reason="The prompt wants actions.",
+        turns=[{"role": "assistant", "content": "Action: run[ls]"}],
+    )
     return Example(**{**base, **kw})
 
 
@@ -94,7 +103,9 @@ def test_pg_layouts_place_prompt_and_reason(layout, target_has, input_has):
 
 def test_pg_target_orders_prompt_before_reason():
     _, assistant = pg_messages(example(), PROMPT, PGLayout(("prompt", "reason")))
-    assert assistant["content"].index("Thought: and Action:") < assistant["content"].index("wants actions")
+    assert assistant["content"].index("Thought: and Action:") < assistant["content"].index(
+        "wants actions"
+    )
 
 
 def test_pg_needs_outputs_and_a_reason_only_when_used():
@@ -109,8 +120,9 @@ def conversations_of(ex: Example):
 
 def test_default_max_length_keeps_everything_and_reports_the_longest(tokenizer):
     examples = [example(id=str(i), input="x " * (5 * i + 1)) for i in range(4)]
-    dataset, report = build_items(examples, conversations_of, tokenizer, max_length=None,
-                                  model_context=None)
+    dataset, report = build_items(
+        examples, conversations_of, tokenizer, max_length=None, model_context=None
+    )
     assert len(dataset) == 4 and report["dropped_overlong"] == 0
     longest_pg = max(len(item["pg"].input_ids) for item in dataset.items)
     assert report["max_length"] == longest_pg == report["streams"]["pg"]["longest"]
@@ -118,24 +130,34 @@ def test_default_max_length_keeps_everything_and_reports_the_longest(tokenizer):
 
 def test_overlong_sequences_are_counted_and_dropped_or_refused(tokenizer):
     examples = [example(id=str(i), input="word " * (40 * i + 1)) for i in range(3)]
-    _, full = build_items(examples, conversations_of, tokenizer, max_length=None, model_context=None)
+    _, full = build_items(
+        examples, conversations_of, tokenizer, max_length=None, model_context=None
+    )
     lengths = sorted(s["longest"] for s in full["streams"].values())
     limit = full["streams"]["pg"]["longest"] - 1  # exactly one PG sequence is too long
-    dataset, report = build_items(examples, conversations_of, tokenizer, max_length=limit,
-                                  model_context=None)
+    dataset, report = build_items(
+        examples, conversations_of, tokenizer, max_length=limit, model_context=None
+    )
     assert report["streams"]["pg"]["overlong"] == 1
     assert report["dropped_overlong"] == 1 and len(dataset) == 2
     assert all(len(s.input_ids) <= limit for item in dataset.items for s in item.values())
     assert lengths  # both streams were measured
     with pytest.raises(GenpiError, match="longer than --max-length"):
-        build_items(examples, conversations_of, tokenizer, max_length=limit, model_context=None,
-                    overlong="error")
+        build_items(
+            examples,
+            conversations_of,
+            tokenizer,
+            max_length=limit,
+            model_context=None,
+            overlong="error",
+        )
 
 
 def test_model_context_caps_the_default_length(tokenizer):
     examples = [example(id=str(i), input="word " * 300) for i in range(2)]
-    dataset, report = build_items(examples, conversations_of, tokenizer, max_length=None,
-                                  model_context=128)
+    dataset, report = build_items(
+        examples, conversations_of, tokenizer, max_length=None, model_context=128
+    )
     assert report["max_length"] == 128 and len(dataset) == 0
     assert report["streams"]["pg"]["overlong"] == 2
 
@@ -143,18 +165,25 @@ def test_model_context_caps_the_default_length(tokenizer):
 def test_examples_missing_data_are_counted(tokenizer):
     examples = [example(id="a"), example(id="b", teacher_output=None)]
     dataset, report = build_items(
-        examples, lambda ex: None if ex.teacher_output is None else conversations_of(ex), tokenizer,
-        max_length=None, model_context=None,
+        examples,
+        lambda ex: None if ex.teacher_output is None else conversations_of(ex),
+        tokenizer,
+        max_length=None,
+        model_context=None,
     )
     assert len(dataset) == 1 and report["skipped_missing_data"] == 1
 
 
 def test_collator_pads_each_stream_and_masks_padding(tokenizer):
     examples = [example(id="a", input="short"), example(id="b", input="a much longer input " * 5)]
-    dataset, _ = build_items(examples, conversations_of, tokenizer, max_length=None, model_context=None)
+    dataset, _ = build_items(
+        examples, conversations_of, tokenizer, max_length=None, model_context=None
+    )
     batch = Collator(tokenizer.pad_token_id)([dataset[0], dataset[1]])
     for stream in ("sft", "pg"):
-        ids, mask, labels = (batch[f"{stream}_{k}"] for k in ("input_ids", "attention_mask", "labels"))
+        ids, mask, labels = (
+            batch[f"{stream}_{k}"] for k in ("input_ids", "attention_mask", "labels")
+        )
         assert ids.shape == mask.shape == labels.shape
         assert (labels[mask == 0] == IGNORE).all()
         assert int(mask[0].sum()) == len(dataset[0][stream].input_ids)

@@ -29,33 +29,48 @@ def make_run_dir(path: Path, prompt: Prompt, n: int = 6, *, reasons: bool = True
         turns = [
             {"role": "assistant", "content": first},
             {"role": "user", "content": f"Output:\n{answer}"},
-            {"role": "assistant", "content": f"Thought: I have the answer.\nAction: done[{answer}]"},
+            {
+                "role": "assistant",
+                "content": f"Thought: I have the answer.\nAction: done[{answer}]",
+            },
         ]
         inputs.append({"id": rid, "input": task, "split": "train"})
         conversations.append({"id": rid, "input": task, "turns": turns, "end_reason": "done"})
-        outputs.append({
-            "id": rid,
-            "input": task,
-            "student_output": f"Sure! To find this out you can open a terminal and type {command}.",
-            "teacher_output": first,
-        })
-        reason_rows.append({
-            "id": rid,
-            "reason": "The prompt asks for a Thought line and one Action per reply, so the answer "
-            "becomes a command to run instead of advice.",
-        })
+        outputs.append(
+            {
+                "id": rid,
+                "input": task,
+                "student_output": f"Sure! To find this out you can open a terminal and type {command}.",
+                "teacher_output": first,
+            }
+        )
+        reason_rows.append(
+            {
+                "id": rid,
+                "reason": "The prompt asks for a Thought line and one Action per reply, so the answer "
+                "becomes a command to run instead of advice.",
+            }
+        )
     # One held-out example that training must not see.
     inputs.append({"id": "held", "input": "print the hostname.", "split": "heldout"})
-    conversations.append({"id": "held", "input": "print the hostname.",
-                          "turns": [{"role": "assistant", "content": "Action: run[hostname]"}]})
+    conversations.append(
+        {
+            "id": "held",
+            "input": "print the hostname.",
+            "turns": [{"role": "assistant", "content": "Action: run[hostname]"}],
+        }
+    )
     files = {"inputs": inputs, "conversations": conversations, "outputs": outputs}
     if reasons:
         files["reasons"] = reason_rows
     for name, rows in files.items():
         (path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     prompt.save(path / "prompt.json")
-    manifest = {"prompt_name": prompt.name, "prompt_fingerprint": prompt.fingerprint,
-                "models": {"model": "smollm2-135m", "generator": "smollm2-135m"}}
+    manifest = {
+        "prompt_name": prompt.name,
+        "prompt_fingerprint": prompt.fingerprint,
+        "models": {"model": "smollm2-135m", "generator": "smollm2-135m"},
+    }
     (path / "manifest.json").write_text(json.dumps(manifest))
     return path
 
