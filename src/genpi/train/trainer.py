@@ -326,6 +326,16 @@ def _keep_losses_up_to(loss_path: Path, step: int) -> None:
         loss_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def _checkpointing_args(config: TrainConfig) -> dict[str, Any]:
+    # Only named when wanted: transformers 5 renamed these and warns about the old names.
+    if not config.gradient_checkpointing:
+        return {}
+    return {
+        "gradient_checkpointing": True,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False},
+    }
+
+
 # -- the entry point ---------------------------------------------------------------------------
 def train(
     run_dir: str | Path,
@@ -425,13 +435,12 @@ def train(
         save_total_limit=config.save_total_limit,
         seed=config.seed,
         bf16=bf16_autocast,
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
         remove_unused_columns=False,
         report_to="none",
         dataloader_num_workers=0,
         disable_tqdm=not sys.stderr.isatty(),
         use_cpu=device == "cpu",
+        **_checkpointing_args(config),
     )
     trainer_class = _make_trainer_class()
     loss_path = out_dir / LOSS_FILE
@@ -455,9 +464,10 @@ def train(
         _keep_losses_up_to(loss_path, step)
     elif loss_path.exists():
         loss_path.unlink()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started  # all threads; wall time suffers on a busy host
     if not trainer.is_world_process_zero():
         return out_dir
 
@@ -472,6 +482,9 @@ def train(
         "seconds_per_step": seconds / max(steps_run, 1),
         "tokens_by_stream": dict(trainer.tokens_seen),
         "tokens_per_second": tokens / seconds if seconds else 0.0,
+        "cpu_seconds": cpu_seconds,
+        "tokens_per_cpu_second": tokens / cpu_seconds if cpu_seconds else 0.0,
+        "threads": torch.get_num_threads(),
         "peak_memory_mb": _peak_memory_mb(device),
         "train_loss": result.training_loss,
         "grad_accum": grad_accum,
