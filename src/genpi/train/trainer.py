@@ -125,6 +125,8 @@ def _make_trainer_class() -> type:
             **kwargs: Any,
         ) -> None:
             super().__init__(*args, **kwargs)
+            # Older transformers decide "already scaled" from this flag rather than the one above.
+            self.model_accepts_loss_kwargs = True
             self.method = method
             self.genpi_config = genpi_config
             self.teacher = (
@@ -136,14 +138,24 @@ def _make_trainer_class() -> type:
             self._counts: dict[str, int] = {}
             self.tokens_seen: dict[str, int] = {}
 
-        # Per-stream target-token totals of the micro-batches of one optimizer step.
-        def _get_num_items_in_batch(self, batch_samples: list, device: Any) -> dict[str, Any]:
+        # Per-stream target-token totals of the micro-batches of one optimizer step, passed to
+        # compute_loss as ``num_items_in_batch`` (transformers counts a "labels" key; ours are
+        # per stream).
+        def get_batch_samples(
+            self, epoch_iterator: Any, num_batches: int, *args: Any, **kwargs: Any
+        ) -> tuple[list, dict[str, Any]]:
+            batch_samples, _ = super().get_batch_samples(
+                epoch_iterator, num_batches, *args, **kwargs
+            )
+            return batch_samples, self.step_token_totals(batch_samples)
+
+        def step_token_totals(self, batch_samples: list) -> dict[str, Any]:
             totals = torch.tensor(
                 [
                     sum(int((b[f"{s}_labels"][:, 1:] != IGNORE).sum()) for b in batch_samples)
                     for s in self.streams
                 ],
-                device=device,
+                device=self.args.device,
             )
             if self.args.world_size > 1:
                 totals = self.accelerator.gather(totals.unsqueeze(0)).sum(0)
@@ -171,9 +183,7 @@ def _make_trainer_class() -> type:
             num_items_in_batch: Any = None,
         ) -> Any:
             if not isinstance(num_items_in_batch, dict):  # evaluation, or a caller outside train()
-                num_items_in_batch = self._get_num_items_in_batch(
-                    [inputs], inputs[f"{self.streams[0]}_labels"].device
-                )
+                num_items_in_batch = self.step_token_totals([inputs])
             logits = {s: self._logits(model, inputs, s) for s in self.streams}
             teacher = self._teacher_logits(model, inputs) if self.method.needs_teacher else None
             terms = {}
