@@ -136,13 +136,17 @@ def main() -> int:
         f"prompt: {prompt_path.name}; {args.steps} steps of {args.batch} sequences; dtype {args.dtype}"
     )
     print(
-        f"{'method':8} {'s/step':>8} {'tokens/s':>9} {'tokens/step':>12} {'peak MB':>8}  tokens by stream"
+        f"{'method':8} {'s/step':>8} {'tokens/s':>9} {'CPU s/step':>10} {'tokens/CPU-s':>12} "
+        f"{'tokens/step':>12} {'peak MB':>8}  tokens by stream"
     )
     for method, r in results.items():
-        per_step = sum(r["tokens_by_stream"].values()) / r["steps_this_run"]
+        steps = r["steps_this_run"]
+        per_step = sum(r["tokens_by_stream"].values()) / steps
         print(
-            f"{method:8} {r['seconds_per_step']:8.2f} {r['tokens_per_second']:9.0f} {per_step:12.0f} "
-            f"{r['peak_memory_mb']:8.0f}  {r['tokens_by_stream']} ({r['dtype']}, {r['device']})"
+            f"{method:8} {r['seconds_per_step']:8.2f} {r['tokens_per_second']:9.0f} "
+            f"{r['cpu_seconds'] / steps:10.2f} {r['tokens_per_cpu_second']:12.0f} {per_step:12.0f} "
+            f"{r['peak_memory_mb']:8.0f}  {r['tokens_by_stream']} ({r['dtype']}, {r['device']}, "
+            f"{r['threads']} threads)"
         )
     if {"sft", "genpi"} <= results.keys():
         sft, genpi = results["sft"], results["genpi"]
