@@ -1,0 +1,281 @@
+"""Tokenized training samples: conversations rendered with the model's chat template.
+
+A sample is one token sequence with labels on the tokens to learn and ``IGNORE`` elsewhere. The
+tokens to learn are the assistant turns, located by rendering the conversation's prefixes with the
+chat template (the text before an assistant turn ends where the rendering of the prefix with a
+generation prompt ends), so any template that renders prefixes as prefixes works, default system
+messages included.
+
+The PG (prompt generation) sample's user turn shows the input x, the answer without the prompt
+(y^S_0, AS-IS) and the answer with it (y^T_0, TO-BE); its assistant turn is the prompt's text and
+the reason, in an order given by the method (``pg_messages``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from genpi.data import Example
+from genpi.errors import GenpiError
+from genpi.prompt import Message, Prompt
+
+IGNORE = -100  # the label the losses skip (losses.IGNORE; kept here so tokenizing needs no torch)
+
+
+class TemplateError(GenpiError):
+    pass
+
+
+@dataclass
+class Sample:
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def target_tokens(self) -> int:
+        return sum(1 for t in self.labels[1:] if t != IGNORE)  # the first label is never predicted
+
+
+def render(
+    tokenizer: Any, messages: Sequence[Message], *, add_generation_prompt: bool = False
+) -> str:
+    return tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+
+
+def assistant_char_spans(
+    tokenizer: Any, messages: Sequence[Message]
+) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character span of each assistant turn in it.
+
+    A span runs from the end of the prefix rendered with a generation prompt to the end of the
+    prefix rendered with the turn, trailing whitespace dropped (the template's newline after the
+    end-of-turn token is not something the model must generate). When a template renders a
+    prefix differently from the whole (some hide earlier reasoning), the turn's text is searched
+    for instead.
+    """
+    full = render(tokenizer, messages)
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = render(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
+        through = render(tokenizer, messages[: i + 1])
+        if full.startswith(through) and through.startswith(before) and len(before) >= cursor:
+            start, end = len(before), len(through.rstrip())
+        else:
+            content = message["content"]
+            start = full.find(content, cursor)
+            if start < 0 or not content:
+                raise TemplateError(
+                    f"cannot locate assistant turn {i} in the chat template's rendering: "
+                    "use a model whose chat template renders each turn's text verbatim"
+                )
+            end = start + len(content)
+        spans.append((start, end))
+        cursor = end
+    return full, spans
+
+
+def encode_conversation(tokenizer: Any, messages: Sequence[Message]) -> Sample:
+    """Token ids of the rendered conversation, labels on the assistant turns' tokens only."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise TemplateError("training needs a fast (Rust) tokenizer for character offsets")
+    full, spans = assistant_char_spans(tokenizer, messages)
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    labels = []
+    for token, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
+        inside = b > a and any(a < end and b > start for start, end in spans)
+        labels.append(token if inside else IGNORE)
+    return Sample(list(enc["input_ids"]), labels)
+
+
+# -- the PG sample ----------------------------------------------------------------------------
+PG_INSTRUCTION = (
+    "Below is a task input, the answer an assistant gave without its instructions (AS-IS) and "
+    "the answer it gave with them (TO-BE). {ask}"
+)
+PG_ASK = {
+    ("prompt", "reason"): "Write the instructions (the prompt) that turn the AS-IS answer into "
+    "the TO-BE answer, then the reason the answer changes.",
+    (
+        "prompt",
+    ): "Write the instructions (the prompt) that turn the AS-IS answer into the TO-BE answer.",
+    ("reason",): "Explain the reason the answer changes from AS-IS to TO-BE.",
+}
+PART_TITLES = {"prompt": "Prompt", "reason": "Reason"}
+
+
+@dataclass(frozen=True)
+class PGLayout:
+    """Which parts (``prompt``, ``reason``) the PG sample generates and which it is given."""
+
+    target: tuple[str, ...] = ("prompt", "reason")
+    given: tuple[str, ...] = ()
+
+    def required(self) -> set[str]:
+        return set(self.target) | set(self.given)
+
+
+def _part(example: Example, prompt: Prompt, name: str) -> str:
+    return prompt.text if name == "prompt" else (example.reason or "")
+
+
+def pg_messages(
+    example: Example, prompt: Prompt, layout: PGLayout = PGLayout()
+) -> list[Message] | None:
+    """The PG conversation for one example, or None when the example lacks a part it needs."""
+    if not example.student_output or not example.teacher_output:
+        return None
+    if "reason" in layout.required() and not (example.reason or "").strip():
+        return None
+    sections = [
+        f"### Input\n{example.input}",
+        f"### AS-IS\n{example.student_output}",
+        f"### TO-BE\n{example.teacher_output}",
+    ]
+    sections += [f"### {PART_TITLES[g]}\n{_part(example, prompt, g)}" for g in layout.given]
+    user = PG_INSTRUCTION.format(ask=PG_ASK[layout.target]) + "\n\n" + "\n\n".join(sections)
+    if len(layout.target) == 1:
+        target = _part(example, prompt, layout.target[0])
+    else:
+        target = "\n\n".join(
+            f"### {PART_TITLES[t]}\n{_part(example, prompt, t)}" for t in layout.target
+        )
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": target}]
+
+
+# -- a dataset of items, each a few named samples ----------------------------------------------
+class ItemDataset:
+    """A list of items; an item maps stream names (``sft``, ``pg``, ``teacher``) to samples."""
+
+    def __init__(self, items: list[dict[str, Sample]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Sample]:
+        return self.items[i]
+
+
+class Collator:
+    """Right-pads each stream of a batch of items into ``{stream}_input_ids/_attention_mask/_labels``."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: list[dict[str, Sample]]) -> dict[str, Any]:
+        import torch
+
+        batch: dict[str, Any] = {}
+        for stream in items[0]:
+            samples = [item[stream] for item in items]
+            width = max(len(s.input_ids) for s in samples)
+            ids, mask, labels = [], [], []
+            for s in samples:
+                pad = width - len(s.input_ids)
+                ids.append(s.input_ids + [self.pad_token_id] * pad)
+                mask.append([1] * len(s.input_ids) + [0] * pad)
+                labels.append(s.labels + [IGNORE] * pad)
+            batch[f"{stream}_input_ids"] = torch.tensor(ids)
+            batch[f"{stream}_attention_mask"] = torch.tensor(mask)
+            batch[f"{stream}_labels"] = torch.tensor(labels)
+        return batch
+
+
+@dataclass
+class StreamReport:
+    sequences: int = 0
+    overlong: int = 0
+    longest: int = 0
+    tokens: int = 0
+    target_tokens: int = 0
+
+
+def build_items(
+    examples: Sequence[Example],
+    conversations_of: Any,
+    tokenizer: Any,
+    *,
+    max_length: int | None,
+    model_context: int | None,
+    overlong: str = "drop",
+) -> tuple[ItemDataset, dict[str, Any]]:
+    """Tokenize every example's conversations and report lengths; nothing is cut silently.
+
+    ``conversations_of(example)`` returns {stream: messages} or None (the example lacks data the
+    method needs: counted as skipped). ``max_length`` None means the longest sequence of the run,
+    capped by the model's context. Items with a sequence over the limit are dropped and counted
+    (``overlong="drop"``) or refused (``"error"``).
+    """
+    encoded: list[dict[str, Sample]] = []
+    skipped = 0
+    for example in examples:
+        conversations = conversations_of(example)
+        if conversations is None:
+            skipped += 1
+            continue
+        encoded.append({s: encode_conversation(tokenizer, m) for s, m in conversations.items()})
+    longest = max((len(s.input_ids) for item in encoded for s in item.values()), default=0)
+    limit = max_length if max_length is not None else longest
+    if model_context is not None and limit > model_context:
+        limit = model_context
+    streams: dict[str, StreamReport] = {}
+    kept: list[dict[str, Sample]] = []
+    for item in encoded:
+        fits = True
+        for stream, sample in item.items():
+            rep = streams.setdefault(stream, StreamReport())
+            rep.sequences += 1
+            rep.longest = max(rep.longest, len(sample.input_ids))
+            if len(sample.input_ids) > limit:
+                rep.overlong += 1
+                fits = False
+        if fits:
+            kept.append(item)
+            for stream, sample in item.items():
+                streams[stream].tokens += len(sample.input_ids)
+                streams[stream].target_tokens += sample.target_tokens
+    report = {
+        "examples": len(examples),
+        "skipped_missing_data": skipped,
+        "items": len(kept),
+        "dropped_overlong": len(encoded) - len(kept),
+        "max_length": limit,
+        "model_context": model_context,
+        "streams": {s: r.__dict__ for s, r in streams.items()},
+    }
+    over = {s: r for s, r in streams.items() if r.overlong}
+    if over and overlong == "error":
+        detail = ", ".join(f"{r.overlong} {s} (longest {r.longest})" for s, r in over.items())
+        raise GenpiError(
+            f"{detail} sequences are longer than --max-length {limit}: raise --max-length "
+            "or pass --overlong drop to train without them"
+        )
+    return ItemDataset(kept), report
+
+
+def describe_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"{report['items']} training items from {report['examples']} examples "
+        f"(max length {report['max_length']} tokens)"
+    ]
+    if report["skipped_missing_data"]:
+        lines.append(
+            f"  {report['skipped_missing_data']} examples skipped: they lack outputs or a reason "
+            "this method needs (run every genpi synth stage)"
+        )
+    for stream, r in report["streams"].items():
+        line = (
+            f"  {stream}: {r['sequences']} sequences, longest {r['longest']} tokens, "
+            f"{r['target_tokens']} target tokens"
+        )
+        if r["overlong"]:
+            line += f"; {r['overlong']} LONGER than {report['max_length']} were dropped (raise --max-length)"
+        lines.append(line)
+    return "\n".join(lines)

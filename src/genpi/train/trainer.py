@@ -1,0 +1,556 @@
+"""The training recipe: a run directory's examples -> a method's samples -> a PEFT adapter.
+
+Built on the transformers ``Trainer`` so it runs unchanged under ``accelerate launch`` (several
+GPUs, DeepSpeed). ``GenpiTrainer.compute_loss`` calls the pure losses of ``losses.py``; each loss
+term is divided by its token count summed over every micro-batch of the optimizer step (and every
+process), so gradient accumulation does not change the objective.
+
+Run as: genpi train RUN_DIR --method genpi   (or ``train(run_dir, "genpi", config)`` from Python)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from genpi.adapter import INFO_FILE, AdapterInfo, write_adapter_info
+from genpi.data import Example, load_examples, read_jsonl
+from genpi.errors import GenpiError
+from genpi.models import DEFAULT_MODEL, resolve_model, sha256_file
+from genpi.prompt import Prompt, load_prompt
+from genpi.train.config import TrainConfig
+from genpi.train.datasets import Collator, build_items, describe_report
+from genpi.train.methods import Method, get_method
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "train_config.json"
+LOSS_FILE = "loss.jsonl"
+PLOT_FILE = "loss.png"
+REPORT_FILE = "data_report.json"
+SUMMARY_FILE = "train_summary.json"
+CHECKPOINTS = "checkpoints"
+
+
+# -- the run directory -------------------------------------------------------------------------
+def read_run(run_dir: Path) -> tuple[Prompt, dict[str, Any]]:
+    """The run's prompt and manifest; refuse a prompt that is not the one the data was made for."""
+    if not (run_dir / "prompt.json").exists():
+        raise GenpiError(
+            f"{str(run_dir)!r} has no prompt.json: run `genpi synth PROMPT --out {run_dir}` first"
+        )
+    prompt = load_prompt(run_dir / "prompt.json")
+    manifest_path = run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    recorded = manifest.get("prompt_fingerprint")
+    if recorded and recorded != prompt.fingerprint:
+        raise GenpiError(
+            f"{str(run_dir)!r}: prompt.json ({prompt.fingerprint[:12]}) is not the prompt the data "
+            f"was synthesized for ({recorded[:12]}): restore prompt.json or synthesize again"
+        )
+    return prompt, manifest
+
+
+def model_from_manifest(manifest: dict[str, Any]) -> str | None:
+    """The model the run's data was synthesized with, when it is one this process can load."""
+    ref = (manifest.get("models") or {}).get("model")
+    if not isinstance(ref, str) or "://" in ref:
+        return None
+    return ref.removeprefix("vllm:")
+
+
+def data_fingerprint(examples: Sequence[Example]) -> str:
+    rows = sorted(
+        [e.id, e.input, e.turns, e.student_output, e.teacher_output, e.reason] for e in examples
+    )
+    blob = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def weights_sha256(resolved: Any) -> str | None:
+    """The converted model's recorded hash, else a hash of its safetensors files (None for hub ids)."""
+    recorded = resolved.provenance.get("weights_sha256")
+    if recorded:
+        return recorded
+    if not resolved.local:
+        return None
+    files = sorted(Path(resolved.path).glob("*.safetensors"))
+    if not files:
+        return None
+    return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
+
+
+def model_context(resolved: Any) -> int | None:
+    config = Path(resolved.path) / "config.json"
+    if resolved.local and config.exists():
+        value = json.loads(config.read_text()).get("max_position_embeddings")
+        return int(value) if value else None
+    return None
+
+
+def is_finished(out_dir: Path) -> bool:
+    has_weights = (out_dir / "adapter_model.safetensors").exists() or (
+        out_dir / "config.json"
+    ).exists()
+    return has_weights and (out_dir / INFO_FILE).exists()
+
+
+# -- the trainer -------------------------------------------------------------------------------
+def _make_trainer_class() -> type:
+    import torch
+    from transformers import Trainer
+
+    from genpi.train.losses import IGNORE, kl_sum, nll_sum
+
+    class GenpiTrainer(Trainer):
+        # compute_loss divides by the token count of the whole optimizer step itself.
+        loss_is_scaled_for_ga = True
+
+        def __init__(
+            self,
+            *args: Any,
+            method: Method,
+            genpi_config: TrainConfig,
+            teacher: Any = None,
+            loss_path: Path | None = None,
+            **kwargs: Any,
+        ) -> None:
+            super().__init__(*args, **kwargs)
+            # Older transformers decide "already scaled" from this flag rather than the one above.
+            self.model_accepts_loss_kwargs = True
+            self.method = method
+            self.genpi_config = genpi_config
+            self.teacher = (
+                teacher  # a frozen copy for full fine-tuning; else the adapter is disabled
+            )
+            self.loss_path = loss_path
+            self.streams = sorted({stream for _, stream in method.terms.values()})
+            self._sums: dict[str, float] = {}
+            self._counts: dict[str, int] = {}
+            self.tokens_seen: dict[str, int] = {}
+
+        # Per-stream target-token totals of the micro-batches of one optimizer step, passed to
+        # compute_loss as ``num_items_in_batch`` (transformers counts a "labels" key; ours are
+        # per stream).
+        def get_batch_samples(
+            self, epoch_iterator: Any, num_batches: int, *args: Any, **kwargs: Any
+        ) -> tuple[list, dict[str, Any]]:
+            batch_samples, _ = super().get_batch_samples(
+                epoch_iterator, num_batches, *args, **kwargs
+            )
+            return batch_samples, self.step_token_totals(batch_samples)
+
+        def step_token_totals(self, batch_samples: list) -> dict[str, Any]:
+            totals = torch.tensor(
+                [
+                    sum(int((b[f"{s}_labels"][:, 1:] != IGNORE).sum()) for b in batch_samples)
+                    for s in self.streams
+                ],
+                device=self.args.device,
+            )
+            if self.args.world_size > 1:
+                totals = self.accelerator.gather(totals.unsqueeze(0)).sum(0)
+            return dict(zip(self.streams, totals, strict=True))
+
+        def _logits(self, model: Any, inputs: dict[str, Any], stream: str) -> Any:
+            ids = inputs[f"{stream}_input_ids"]
+            mask = inputs[f"{stream}_attention_mask"]
+            self.tokens_seen[stream] = self.tokens_seen.get(stream, 0) + int(mask.sum())
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            return logits[:, -ids.shape[1] :]  # prompt tuning prepends virtual-token positions
+
+        def _teacher_logits(self, model: Any, inputs: dict[str, Any]) -> Any:
+            with torch.no_grad():
+                if self.teacher is not None:
+                    return self._logits(self.teacher, inputs, "teacher")
+                with self.accelerator.unwrap_model(model).disable_adapter():
+                    return self._logits(model, inputs, "teacher")
+
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            if not isinstance(num_items_in_batch, dict):  # evaluation, or a caller outside train()
+                num_items_in_batch = self.step_token_totals([inputs])
+            logits = {s: self._logits(model, inputs, s) for s in self.streams}
+            teacher = self._teacher_logits(model, inputs) if self.method.needs_teacher else None
+            terms = {}
+            for name, (kind, stream) in self.method.terms.items():
+                labels = inputs[f"{stream}_labels"]
+                if kind == "nll":
+                    total, count = nll_sum(logits[stream], labels)
+                else:
+                    total, count = kl_sum(
+                        logits[stream],
+                        labels,
+                        teacher,
+                        inputs["teacher_labels"],
+                        self.genpi_config.kl_temperature,
+                    )
+                terms[name] = total / num_items_in_batch[stream].clamp_min(1)
+                self._sums[name] = self._sums.get(name, 0.0) + float(total.detach())
+                self._counts[name] = self._counts.get(name, 0) + int(count)
+            loss = self.method.mix(terms, self.genpi_config)
+            # Gradients are averaged over processes; the token totals already span all of them.
+            loss = loss * self.accelerator.num_processes
+            return (loss, logits) if return_outputs else loss
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if "loss" in logs:
+                for name in self.method.terms:
+                    if self._counts.get(name):
+                        logs[f"{name}_loss"] = self._sums[name] / self._counts[name]
+                        logs[f"{name}_tokens"] = self._counts[name]
+                self._sums, self._counts = {}, {}
+                if self.loss_path is not None and self.is_world_process_zero():
+                    row = {"step": self.state.global_step, **logs}
+                    with open(self.loss_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(row) + "\n")
+            super().log(logs, start_time)
+
+    return GenpiTrainer
+
+
+# -- model setup -------------------------------------------------------------------------------
+def _device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"
+
+
+def _use_4bit(config: TrainConfig, method: Method, device: str) -> bool:
+    import importlib.util
+
+    if config.load_in_4bit == "no" or config.full or method.tuning != "lora":
+        return False
+    if config.load_in_4bit == "yes":
+        return True
+    return device.startswith("cuda") and importlib.util.find_spec("bitsandbytes") is not None
+
+
+def _build_model(
+    model_ref: str, resolved: Any, method: Method, config: TrainConfig, prompt: Prompt, device: str
+) -> tuple[Any, Any, dict[str, Any]]:
+    """(model to train, frozen teacher or None, facts about the setup for the adapter record)."""
+    from genpi.models import load_model
+
+    four_bit = _use_4bit(config, method, device)
+    dtype = config.dtype
+    if config.full and dtype == "auto":
+        dtype = "fp32"  # full fine-tuning keeps fp32 master weights (bf16 autocast on CUDA)
+    model, _ = load_model(model_ref, device=device, dtype=dtype, load_in_4bit=four_bit)
+    setup = {
+        "device": device,
+        "dtype": str(next(model.parameters()).dtype),
+        "load_in_4bit": four_bit,
+    }
+    teacher = None
+    if config.full:
+        if method.needs_teacher:
+            teacher, _ = load_model(model_ref, device=device, dtype=dtype)
+            teacher.requires_grad_(False)
+        setup["tuning"] = "full"
+        return model, teacher, setup
+    from peft import LoraConfig, PromptTuningConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if four_bit:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.gradient_checkpointing
+        )
+    if method.tuning == "prompt-tuning":
+        peft_config = PromptTuningConfig(
+            task_type="CAUSAL_LM",
+            num_virtual_tokens=config.num_virtual_tokens,
+            prompt_tuning_init="TEXT",  # start from the prompt's own tokens, not noise
+            prompt_tuning_init_text=prompt.text,
+            tokenizer_name_or_path=resolved.path,
+        )
+    else:
+        peft_config = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.target_modules,
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+    model = get_peft_model(model, peft_config)
+    # Engines (vLLM) find the base model by this name: the hub id when the weights are on the hub.
+    model.peft_config["default"].base_model_name_or_path = resolved.hf_id or resolved.path
+    setup["tuning"] = method.tuning
+    return model, teacher, setup
+
+
+# -- outputs -----------------------------------------------------------------------------------
+def plot_losses(loss_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_jsonl(loss_path)
+    if not rows:
+        return
+    names = ["loss"] + sorted({k for r in rows for k in r if k.endswith("_loss") and k != "loss"})
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name in names:
+        points = [(r["step"], r[name]) for r in rows if name in r]
+        if points:
+            ax.plot(*zip(*points, strict=True), label=name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("per-token loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def _peak_memory_mb(device: str) -> float:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    # ru_maxrss is KiB on Linux, bytes on macOS: the whole process's peak resident memory.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def _keep_losses_up_to(loss_path: Path, step: int) -> None:
+    """On resume, forget logged losses after the checkpoint: those steps are trained again."""
+    if loss_path.exists():
+        rows = [r for r in read_jsonl(loss_path) if r.get("step", 0) <= step]
+        loss_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _checkpointing_args(config: TrainConfig) -> dict[str, Any]:
+    # Only named when wanted: transformers 5 renamed these and warns about the old names.
+    if not config.gradient_checkpointing:
+        return {}
+    return {
+        "gradient_checkpointing": True,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False},
+    }
+
+
+# -- the entry point ---------------------------------------------------------------------------
+def train(
+    run_dir: str | Path,
+    method: str = "genpi",
+    config: TrainConfig | None = None,
+    *,
+    model_ref: str | None = None,
+    out_dir: str | Path | None = None,
+    overwrite: bool = False,
+    callbacks: Sequence[Any] = (),
+    echo: Callable[[str], None] = print,
+) -> Path:
+    """Train ``method`` on the run's training split and write the adapter; return its directory.
+
+    Re-running resumes from the last checkpoint; a finished adapter with the same config is
+    returned as is (``overwrite`` trains it again).
+    """
+    import torch
+    from transformers import TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    spec = get_method(method)
+    config = config or TrainConfig()
+    config.validate()
+    if config.full and not spec.allows_full:
+        raise GenpiError(f"--full is for seqkd, seqkd-kld and kld; {method!r} trains {spec.tuning}")
+    run_dir = Path(run_dir)
+    prompt, manifest = read_run(run_dir)
+    model_ref = model_ref or model_from_manifest(manifest) or DEFAULT_MODEL
+    out_dir = Path(out_dir) if out_dir else run_dir / "adapters" / method
+    if is_finished(out_dir) and not overwrite:
+        stored = (
+            TrainConfig.load(out_dir / CONFIG_FILE) if (out_dir / CONFIG_FILE).exists() else None
+        )
+        if stored is not None and stored.to_dict() == config.to_dict():
+            echo(f"{out_dir} is already trained with this config; pass --overwrite to train again")
+            return out_dir
+        raise GenpiError(
+            f"{str(out_dir)!r} holds an adapter trained with another config: pass --overwrite "
+            "to replace it, or --out another directory"
+        )
+    if overwrite and out_dir.exists():
+        shutil.rmtree(out_dir)
+    if (out_dir / CONFIG_FILE).exists() and TrainConfig.load(out_dir / CONFIG_FILE) != config:
+        raise GenpiError(
+            f"{str(out_dir)!r} holds an interrupted run with another config: re-run with the same "
+            "flags to resume it, or pass --overwrite to start over"
+        )
+    examples = load_examples(run_dir, split="train")
+    if not examples:
+        raise GenpiError(
+            f"{str(run_dir)!r} has no training conversations: run `genpi synth` on it first"
+        )
+
+    resolved = resolve_model(model_ref)
+    from genpi.models import load_tokenizer
+
+    tokenizer = load_tokenizer(model_ref)
+    dataset, report = build_items(
+        examples,
+        lambda ex: spec.build(ex, prompt, config),
+        tokenizer,
+        max_length=config.max_length,
+        model_context=model_context(resolved),
+        overlong=config.overlong,
+    )
+    echo(describe_report(report))
+    if len(dataset) == 0:
+        raise GenpiError(
+            f"no example of {str(run_dir)!r} is usable by {method!r} (see the report above): "
+            "run every genpi synth stage, or raise --max-length"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    config.save(out_dir / CONFIG_FILE)
+
+    device = _device()
+    torch.manual_seed(config.seed)
+    model, teacher, setup = _build_model(model_ref, resolved, spec, config, prompt, device)
+    processes = int(os.environ.get("WORLD_SIZE", 1))
+    grad_accum = config.grad_accum(processes)
+    bf16_autocast = config.full and device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    args = TrainingArguments(
+        output_dir=str(out_dir / CHECKPOINTS),
+        per_device_train_batch_size=config.per_device_batch,
+        gradient_accumulation_steps=grad_accum,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        bf16=bf16_autocast,
+        remove_unused_columns=False,
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=not sys.stderr.isatty(),
+        use_cpu=device == "cpu",
+        **_checkpointing_args(config),
+    )
+    trainer_class = _make_trainer_class()
+    loss_path = out_dir / LOSS_FILE
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=Collator(tokenizer.pad_token_id),
+        method=spec,
+        genpi_config=config,
+        teacher=teacher,
+        loss_path=loss_path,
+        callbacks=list(callbacks),
+    )
+    checkpoint = None
+    if (out_dir / CHECKPOINTS).is_dir():
+        checkpoint = get_last_checkpoint(str(out_dir / CHECKPOINTS))
+    if checkpoint:
+        step = int(Path(checkpoint).name.split("-")[-1])
+        echo(f"resuming from {checkpoint} (step {step})")
+        _keep_losses_up_to(loss_path, step)
+    elif loss_path.exists():
+        loss_path.unlink()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started  # all threads; wall time suffers on a busy host
+    if not trainer.is_world_process_zero():
+        return out_dir
+
+    tokens = sum(trainer.tokens_seen.values())
+    steps_run = trainer.state.global_step - (
+        int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0
+    )
+    summary = {
+        "global_steps": trainer.state.global_step,
+        "steps_this_run": steps_run,
+        "seconds": seconds,
+        "seconds_per_step": seconds / max(steps_run, 1),
+        "tokens_by_stream": dict(trainer.tokens_seen),
+        "tokens_per_second": tokens / seconds if seconds else 0.0,
+        "cpu_seconds": cpu_seconds,
+        "tokens_per_cpu_second": tokens / cpu_seconds if cpu_seconds else 0.0,
+        "threads": torch.get_num_threads(),
+        "peak_memory_mb": _peak_memory_mb(device),
+        "train_loss": result.training_loss,
+        "grad_accum": grad_accum,
+        "processes": processes,
+        **setup,
+    }
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    _save(trainer.model, tokenizer, out_dir, spec, config, setup)
+    info = AdapterInfo(
+        prompt_fingerprint=prompt.fingerprint,
+        prompt_name=prompt.name,
+        base_model=model_ref,
+        base_weights_sha256=weights_sha256(resolved),
+        method=method,
+        config={**config.to_dict(), "grad_accum": grad_accum, "processes": processes, **setup},
+        data_fingerprint=data_fingerprint(examples),
+        chat_template=tokenizer.chat_template,
+        extra={
+            "run_dir": str(run_dir),
+            "hf_id": resolved.hf_id,
+            "data_report": report,
+            "train": summary,
+        },
+    )
+    write_adapter_info(out_dir, info, prompt)
+    plot_losses(loss_path, out_dir / PLOT_FILE)
+    shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)  # the adapter is complete
+    echo(
+        f"{method}: {trainer.state.global_step} steps, {summary['seconds_per_step']:.2f} s/step, "
+        f"{summary['tokens_per_second']:.0f} tokens/s -> {out_dir}"
+    )
+    return out_dir
+
+
+def _save(
+    model: Any,
+    tokenizer: Any,
+    out_dir: Path,
+    method: Method,
+    config: TrainConfig,
+    setup: dict[str, Any],
+) -> None:
+    if config.full:
+        model.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+        log.warning(
+            "full fine-tuning makes a whole model, not a LoRA adapter: saved it to %s "
+            "(use it as --model %s)",
+            out_dir,
+            out_dir,
+        )
+        return
+    model.save_pretrained(out_dir, safe_serialization=True)
+    config_path = out_dir / "adapter_config.json"
+    adapter_config = json.loads(config_path.read_text())
+    if adapter_config.get("modules_to_save"):
+        raise GenpiError(
+            "the adapter saved modules_to_save, which vLLM cannot serve; this is a bug"
+        )
