@@ -42,6 +42,10 @@ def main() -> int:
         help="comma-separated settings (default: the paper's comparison; every setting is "
         "prompted_no_cache,prompted_cache,compressed_cache,adapter_unmerged,adapter_merged,no_prompt)",
     )
+    parser.add_argument("--prompts", default=",".join(PROMPTS), help="which of the three, in order")
+    parser.add_argument(
+        "--no-count", action="store_true", help="FLOPs from the analytic formula only"
+    )
     parser.add_argument("--out", default="runs/profile_prompts")
     args = parser.parse_args()
 
@@ -72,7 +76,7 @@ def main() -> int:
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     out = Path(args.out)
     rows = []
-    for name in PROMPTS:
+    for name in args.prompts.split(","):
         prompt = load_prompt(prompts_dir / f"{name}.json")
         start = time.perf_counter()
         report = profile(
@@ -83,6 +87,7 @@ def main() -> int:
             adapter=args.adapter,
             repeats=args.repeats,
             settings=settings,
+            count=not args.no_count,
         )
         report["prompt"] = {"name": name, "fingerprint": prompt.fingerprint}
         report["model"] = model.genpi_ref.provenance

@@ -166,6 +166,24 @@ def test_every_counted_pass_matches_the_analytic_count(report):
             assert turn["macs"] * 2 == turn["flops"]
 
 
+def test_analytic_only_profile_equals_the_counted_one(report, tiny, conversation, tiny_adapter_dir):
+    model, tokenizer = tiny
+    analytic = profile(
+        PROMPT,
+        conversation,
+        model,
+        tokenizer,
+        adapter=str(tiny_adapter_dir),
+        repeats=0,
+        settings=list(report["settings"]),
+        count=False,
+    )
+    for name, setting in analytic["settings"].items():
+        assert setting["flops_source"] == "analytic"
+        assert setting["turns"] == report["settings"][name]["turns"]
+        assert setting["precache"] == report["settings"][name]["precache"]
+
+
 def test_cached_turns_exceed_the_floor_by_exactly_attention_over_the_prompt(report, tiny):
     model, _ = tiny
     cfg = model.config
@@ -364,3 +382,26 @@ def test_cli_rejects_an_unknown_setting(tmp_path, tiny_model_dir, example_prompt
     )
     assert rc == 2
     assert "unknown settings ['fastest']" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_embedded_model_counts_match_the_formula_on_the_os_prompt(embedded_backend, os_prompt_path):
+    from genpi.prompt import load_prompt
+
+    model, tokenizer = embedded_backend.model, embedded_backend.tokenizer
+    conversation = synthetic_conversation(tokenizer, turns=2, user_tokens=6, assistant_tokens=3)
+    attention = model.config._attn_implementation
+    result = profile(
+        load_prompt(os_prompt_path),
+        conversation,
+        model,
+        tokenizer,
+        repeats=0,
+        settings=["prompted_cache", "adapter_unmerged", "adapter_merged", "no_prompt"],
+    )
+    settings = result["settings"]
+    assert all(s["analytic_matches_counted"] for s in settings.values())
+    assert settings["adapter_merged"]["total"]["flops"] == settings["no_prompt"]["total"]["flops"]
+    assert settings["adapter_unmerged"]["total"]["flops"] > settings["no_prompt"]["total"]["flops"]
+    assert result["conversation"]["prompt_tokens"] > 400
+    assert model.config._attn_implementation == attention  # the shared model is left as it was

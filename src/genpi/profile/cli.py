@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["sdpa", "eager"],
         help="attention kernel when timing (FLOPs are always counted with eager attention)",
     )
+    parser.add_argument(
+        "--no-count",
+        action="store_true",
+        help="FLOPs from the analytic formula only, no counting passes (fast on a busy CPU; "
+        "equal to the count for Llama-family models)",
+    )
     parser.add_argument("--settings", default=None, help="comma-separated subset of the settings")
     parser.add_argument(
         "--dtype", default="auto", help="auto, fp32, bf16 (changes latency and KV bytes)"
@@ -98,6 +104,7 @@ def main(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         latency_attention=args.latency_attention,
         settings=settings,
+        count=not args.no_count,
     )
     report["prompt"] = {
         "name": prompt.name,
