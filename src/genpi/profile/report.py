@@ -34,8 +34,8 @@ def format_table(report: dict[str, Any]) -> str:
             f"{cmp.get('flops_saved', 0) * 100:>8.1f}%"
             f"{_ms(sum(ttfts) / len(ttfts) if ttfts and first['ttft_s'] is not None else None):>9}"
             f"{_ms(sum(tpots) / len(tpots) if tpots else None):>8}"
-            f"{total['latency_s'] if total['latency_s'] is not None else float('nan'):>9.2f}"
-            f"{cmp.get('latency_ratio', float('nan')):>7.2f}"
+            f"{'-' if total['latency_s'] is None else format(total['latency_s'], '.2f'):>9}"
+            f"{'-' if 'latency_ratio' not in cmp else format(cmp['latency_ratio'], '.2f'):>7}"
             f"{total['kv_bytes_peak'] / 2**20:>8.1f}"
         )
     for name, reason in report.get("unavailable", {}).items():
