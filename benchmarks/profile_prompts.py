@@ -7,7 +7,8 @@ latency ratio, every setting timed in the same run (repeats interleaved). Withou
 adapter is a random LoRA of the paper's shape (r=16, all linear layers): cost does not depend on
 the weights' values.
 
-Run as: PYTHONPATH=src nice python benchmarks/profile_prompts.py --turns 5 --user-tokens 100 --assistant-tokens 30 --repeats 3 --threads 1 --out runs/profile_prompts
+Run as: PYTHONPATH=src nice python benchmarks/profile_prompts.py --turns 5 --user-tokens 100 --assistant-tokens 10 --repeats 3 --threads 1 --out runs/profile_prompts
+(add --no-count on a busy CPU: FLOPs from the formula, which equals the count for this model)
 """
 
 from __future__ import annotations
