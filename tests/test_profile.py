@@ -385,11 +385,12 @@ def test_cli_rejects_an_unknown_setting(tmp_path, tiny_model_dir, example_prompt
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # counting every pass of the real model with a 534-token prompt: ~1-10 min on CPU
 def test_embedded_model_counts_match_the_formula_on_the_os_prompt(embedded_backend, os_prompt_path):
     from genpi.prompt import load_prompt
 
     model, tokenizer = embedded_backend.model, embedded_backend.tokenizer
-    conversation = synthetic_conversation(tokenizer, turns=2, user_tokens=6, assistant_tokens=3)
+    conversation = synthetic_conversation(tokenizer, turns=1, user_tokens=6, assistant_tokens=3)
     attention = model.config._attn_implementation
     result = profile(
         load_prompt(os_prompt_path),
