@@ -130,6 +130,13 @@ def run_conversations(run: RunDir, model: Backend, config: SynthConfig) -> dict[
     prompt = run.prompt
     inputs = run.read("inputs")
     if not inputs:
+        tried = run.stage_stats("inputs")
+        if tried.get("requests"):
+            raise RunDirError(
+                f"the generator wrote no usable input in {tried['requests']} requests "
+                f"({tried.get('no_list', 0)} answers without a numbered list): use a stronger "
+                "--generator or give --seed-inputs, then re-run the same command"
+            )
         raise RunDirError(f"{str(run.path)!r} has no inputs yet: run `genpi synth inputs` first")
     done = run.done_ids("conversations")
     pending = [r for r in inputs if r["id"] not in done]
