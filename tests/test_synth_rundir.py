@@ -183,3 +183,21 @@ def test_cli_stage_alone_and_errors(tmp_path, example_prompt_path, capsys):
     assert "pass --prompt FILE" in capsys.readouterr().err
     assert main(["synth", "--prompt", str(example_prompt_path), "--out", str(out), "--n", "0"]) == 2
     assert "--n must be at least 1" in capsys.readouterr().err
+
+
+def test_cli_reuses_the_run_dirs_recorded_settings(tmp_path, example_prompt_path):
+    import argparse
+
+    from genpi.synth.cli import add_arguments, build_config
+
+    prompt = load_prompt(example_prompt_path)
+    out = _synth(prompt, tmp_path / "run", n=5)
+    recorded = json.loads((out / "manifest.json").read_text())["settings"]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = build_config(parser.parse_args(["reasons", "--out", str(out)]), recorded)
+    assert (config.n, config.max_turns, config.num_gen_once) == (5, 3, 4)
+    config = build_config(parser.parse_args(["--out", str(out), "--n", "9"]), recorded)
+    assert (config.n, config.max_turns) == (9, 3)
+    config = build_config(parser.parse_args(["--out", str(out), "--preset", "quick"]), recorded)
+    assert config.n == 16  # an explicit preset wins over the recorded settings

@@ -31,7 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--generator", default=None, help="model that writes inputs and reasons (default: --model)"
     )
     parser.add_argument(
-        "--preset", choices=("paper", "quick"), default="paper", help="defaults to start from"
+        "--preset",
+        choices=("paper", "quick"),
+        default=None,
+        help="defaults to start from (default: the run directory's recorded settings, else paper)",
     )
     parser.add_argument("--n", type=int, default=None, help="pseudo inputs to keep (paper: 1000)")
     parser.add_argument(
@@ -54,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def build_config(args: argparse.Namespace):
+def build_config(args: argparse.Namespace, recorded: dict | None = None):
+    """The preset (or the settings a run directory recorded), with the flags given on top."""
     from genpi.synth.config import SynthConfig
 
     overrides = {
@@ -76,7 +80,11 @@ def build_config(args: argparse.Namespace):
         raise GenpiError(
             f"--heldout-fraction must be in [0, 1), got {overrides['heldout_fraction']}"
         )
-    config = SynthConfig.preset(args.preset, **overrides)
+    if args.preset is None and recorded:
+        known = set(SynthConfig.__dataclass_fields__)
+        config = SynthConfig(**{**{k: v for k, v in recorded.items() if k in known}, **overrides})
+    else:
+        config = SynthConfig.preset(args.preset or "paper", **overrides)
     config.progress = not args.no_progress
     return config
 
@@ -99,6 +107,20 @@ def _load(ref: str | None, batch_size: int):
     return load_backend(ref, batch_size=batch_size)
 
 
+def _check_ready(run, stage: str) -> None:
+    """A stage run alone needs the previous stage's records."""
+    from genpi.synth.conversations import require_inputs
+    from genpi.synth.rundir import RunDirError
+
+    if stage == "conversations":
+        require_inputs(run, run.read("inputs"))
+    for needed, before in (("outputs", "conversations"), ("reasons", "outputs")):
+        if stage == needed and not run.read(before):
+            raise RunDirError(
+                f"{str(run.path)!r} has no {before} yet: run `genpi synth {before}` first"
+            )
+
+
 def main(args: argparse.Namespace) -> int:
     from genpi.prompt import load_prompt
     from genpi.synth.pipeline import open_run
@@ -119,7 +141,8 @@ def main(args: argparse.Namespace) -> int:
         print(text)
         return 0
 
-    config = build_config(args)
+    manifest = RunDir(out, prompt).read_manifest() if (out / "manifest.json").exists() else None
+    config = build_config(args, (manifest or {}).get("settings"))
     seed_inputs = None
     if args.seed_inputs:
         from genpi.synth.inputs import read_seed_inputs
@@ -138,6 +161,7 @@ def main(args: argparse.Namespace) -> int:
     stages = (
         ("inputs", "conversations", "outputs", "reasons") if args.stage == "all" else (args.stage,)
     )
+    _check_ready(run, args.stage)  # before loading any model
     needs_model = any(s in ("conversations", "outputs") for s in stages)
     needs_generator = any(s in ("inputs", "reasons") for s in stages)
     model = _load(args.model, config.batch_size) if needs_model else None

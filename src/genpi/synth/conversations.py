@@ -125,19 +125,25 @@ class Rollout:
         return sum(t["role"] == "assistant" for t in self.turns)
 
 
+def require_inputs(run: RunDir, inputs: list[dict[str, Any]]) -> None:
+    """Raise a clear error when stage 1 left nothing to role-play."""
+    if inputs:
+        return
+    tried = run.stage_stats("inputs")
+    if tried.get("requests"):
+        raise RunDirError(
+            f"the generator wrote no usable input in {tried['requests']} requests "
+            f"({tried.get('no_list', 0)} answers without a numbered list): use a stronger "
+            "--generator or give --seed-inputs, then re-run the same command"
+        )
+    raise RunDirError(f"{str(run.path)!r} has no inputs yet: run `genpi synth inputs` first")
+
+
 def run_conversations(run: RunDir, model: Backend, config: SynthConfig) -> dict[str, Any]:
     """Role-play a conversation for every input (held-out ones too) that has none yet."""
     prompt = run.prompt
     inputs = run.read("inputs")
-    if not inputs:
-        tried = run.stage_stats("inputs")
-        if tried.get("requests"):
-            raise RunDirError(
-                f"the generator wrote no usable input in {tried['requests']} requests "
-                f"({tried.get('no_list', 0)} answers without a numbered list): use a stronger "
-                "--generator or give --seed-inputs, then re-run the same command"
-            )
-        raise RunDirError(f"{str(run.path)!r} has no inputs yet: run `genpi synth inputs` first")
+    require_inputs(run, inputs)
     done = run.done_ids("conversations")
     pending = [r for r in inputs if r["id"] not in done]
     max_turns = config.turn_limit(prompt.max_turns)
