@@ -109,3 +109,52 @@ def test_seed_inputs_lines_and_jsonl(tmp_path):
         read_seed_inputs(empty)
     with pytest.raises(GenpiError, match="cannot be read"):
         read_seed_inputs(tmp_path / "missing.txt")
+
+
+def _stage(tmp_path, backend, seeds=None, **kw):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from genpi.synth.config import SynthConfig
+    from genpi.synth.inputs import run_inputs
+    from genpi.synth.pipeline import open_run
+
+    config = SynthConfig(**{"num_gen_once": 4, "progress": False, **kw})
+    run = open_run(SHELL, tmp_path / "run", model_name="s", generator_name="s", config=config)
+    return run, run_inputs(run, backend, config, seed_inputs=seeds)
+
+
+def test_stage_stops_at_n_and_counts_duplicates_across_requests(tmp_path):
+    from synth_scripted import ScriptedBackend
+
+    repeated = (
+        "1. list /tmp\n2. count users\n3. list /tmp\n4. how many lines does /etc/passwd have?"
+    )
+    run, stats = _stage(
+        tmp_path, ScriptedBackend(list_text=repeated), n=5, max_input_requests=3, batch_size=1
+    )
+    assert [r["input"] for r in run.read("inputs")] == ["list /tmp", "count users"]
+    assert stats["exact_duplicates"] == 1 + 2 * 3 and stats["demo_copies"] == 3
+    assert stats["exhausted"] and stats["requests"] == 3
+    run, stats = _stage(tmp_path / "b", ScriptedBackend(), n=5)  # 4 fresh items per request
+    records = run.read("inputs")
+    assert len(records) == 5 and stats["surplus"] == 3
+    assert all(r["split"] in ("train", "heldout") for r in records)
+
+
+def test_seed_inputs_are_shown_to_the_generator(tmp_path):
+    from synth_scripted import ScriptedBackend
+
+    class Recording(ScriptedBackend):
+        seen: list[str] = []
+
+        def _answer(self, conv):
+            self.seen.append(conv[-1]["content"])
+            return super()._answer(conv)
+
+    seeds = [f"seed problem number {i}" for i in range(8)]
+    backend = Recording()
+    _stage(tmp_path, backend, seeds=seeds, n=4)
+    shown = [s for s in seeds if s in backend.seen[0]]
+    assert len(shown) == 5 and "Examples of user inputs" in backend.seen[0]
