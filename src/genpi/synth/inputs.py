@@ -263,6 +263,8 @@ def run_inputs(
                     temperature=config.input_temperature,
                     top_p=config.input_top_p,
                     seed=config.seed + requests_before + requests,
+                    # A model that runs on past the list it was asked for stops at the next number.
+                    stop=(f"\n{config.num_gen_once + 1}.", f"\n{config.num_gen_once + 1})"),
                 )
                 requests += width
                 new["requests"] += width
