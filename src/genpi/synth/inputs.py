@@ -241,7 +241,14 @@ def run_inputs(
     limit = config.input_request_limit()
     requests_before = int(stats.get("requests", 0))
     requests = 0
-    new = {"requests": 0, "responses": 0, "no_list": 0, "candidates": 0, "kept": 0, "surplus": 0}
+    new: dict[str, Any] = {
+        "requests": 0,
+        "responses": 0,
+        "no_list": 0,
+        "candidates": 0,
+        "kept": 0,
+        "surplus": 0,
+    }
     rng = random.Random(config.seed + requests_before)
     bar = progress(config.n, "inputs", enabled=config.progress)
     bar.update(min(kept, config.n))
@@ -281,6 +288,7 @@ def run_inputs(
                     items = parse_list(gen.text)
                     if not items:
                         new["no_list"] += 1
+                        new["last_answer_without_list"] = gen.text[:300]  # for the user to judge
                     for item in items:
                         new["candidates"] += 1
                         if kept >= config.n:
