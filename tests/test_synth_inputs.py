@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from genpi.errors import GenpiError
 from genpi.prompt import prompt_from_dict
 from genpi.synth.inputs import InputFilter, demonstration_inputs, parse_list, read_seed_inputs
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 SHELL = prompt_from_dict(
     {
@@ -112,10 +117,6 @@ def test_seed_inputs_lines_and_jsonl(tmp_path):
 
 
 def _stage(tmp_path, backend, seeds=None, **kw):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from genpi.synth.config import SynthConfig
     from genpi.synth.inputs import run_inputs
     from genpi.synth.pipeline import open_run
@@ -158,3 +159,22 @@ def test_seed_inputs_are_shown_to_the_generator(tmp_path):
     _stage(tmp_path, backend, seeds=seeds, n=4)
     shown = [s for s in seeds if s in backend.seen[0]]
     assert len(shown) == 5 and "Examples of user inputs" in backend.seen[0]
+
+
+def test_given_inputs_come_first_and_the_generator_tops_up(tmp_path):
+    from genpi.synth.config import SynthConfig
+    from genpi.synth.inputs import import_inputs
+    from genpi.synth.pipeline import open_run
+    from synth_scripted import ScriptedBackend
+
+    config = SynthConfig(n=6, num_gen_once=4, progress=False)
+    run = open_run(SHELL, tmp_path / "run", model_name="s", generator_name="s", config=config)
+    given = ["list /tmp", "list /tmp", "how many lines does /etc/passwd have?", "count users"]
+    assert import_inputs(run, given, config)["given_kept"] == 2
+    assert import_inputs(run, given, config)["given_kept"] == 0  # a rerun adds nothing twice
+    from genpi.synth.inputs import run_inputs
+
+    run_inputs(run, ScriptedBackend(), config)
+    records = run.read("inputs")
+    assert [r["input"] for r in records[:2]] == ["list /tmp", "count users"]
+    assert len(records) == 6 and len({r["id"] for r in records}) == 6

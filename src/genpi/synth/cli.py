@@ -43,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed-inputs", default=None, help="file of example inputs (one per line or JSONL)"
     )
+    parser.add_argument(
+        "--inputs-file",
+        default=None,
+        help="inputs to use first (one per line or JSONL); the generator writes the rest up to --n",
+    )
     parser.add_argument("--max-turns", type=int, default=None, help="agent turns per conversation")
     parser.add_argument(
         "--heldout-fraction", type=float, default=None, help="inputs kept out of training"
@@ -148,6 +153,11 @@ def main(args: argparse.Namespace) -> int:
         from genpi.synth.inputs import read_seed_inputs
 
         seed_inputs = read_seed_inputs(args.seed_inputs)
+    given_inputs = None
+    if args.inputs_file:
+        from genpi.synth.inputs import read_seed_inputs
+
+        given_inputs = read_seed_inputs(args.inputs_file)
     generator_ref = args.generator or args.model
     model_name, generator_name = backend_name(args.model), backend_name(generator_ref)
     run = open_run(
@@ -176,6 +186,10 @@ def main(args: argparse.Namespace) -> int:
         if stage == "inputs":
             from genpi.synth.inputs import run_inputs
 
+            if given_inputs:
+                from genpi.synth.inputs import import_inputs
+
+                import_inputs(run, given_inputs, config)
             run_inputs(run, generator, config, seed_inputs=seed_inputs)
         elif stage == "conversations":
             from genpi.synth.conversations import run_conversations

@@ -218,6 +218,34 @@ def input_request(prompt: Prompt, k: int, demos: list[str]) -> list[dict[str, st
 
 
 # -- the stage ---------------------------------------------------------------------------------
+def import_inputs(run: RunDir, texts: list[str], config: SynthConfig) -> dict[str, int]:
+    """Add given inputs (``--inputs-file``) to the run, filtered like generated ones, up to ``n``."""
+    existing = run.read("inputs")
+    filt = InputFilter(run.prompt, threshold=config.near_duplicate_jaccard)
+    for rec in existing:
+        filt.seen(rec["input"])
+    next_index = _next_index(existing)
+    records = []
+    for text in texts:
+        if len(existing) + len(records) >= config.n:
+            break
+        if filt.offer(text.strip()):
+            record_id = f"x{next_index:05d}"
+            next_index += 1
+            split = split_of(record_id, config.heldout_fraction)
+            records.append(
+                run.record(record_id, {"source": "given"}, input=text.strip(), split=split)
+            )
+    with run.writer("inputs") as writer:
+        writer.write(records)
+    return {"given": len(texts), "given_kept": len(records), **filt.counts}
+
+
+def _next_index(existing: list[dict[str, Any]]) -> int:
+    numbers = [int(r["id"][1:]) for r in existing if r["id"][:1] == "x" and r["id"][1:].isdigit()]
+    return 1 + max(numbers, default=-1)
+
+
 def run_inputs(
     run: RunDir,
     generator: Backend,
@@ -231,9 +259,7 @@ def run_inputs(
     for rec in existing:
         filt.seen(rec["input"])
     stats = run.stage_stats("inputs")
-    next_index = 1 + max(
-        (int(r["id"].lstrip("x")) for r in existing if r["id"].lstrip("x").isdigit()), default=-1
-    )
+    next_index = _next_index(existing)
     kept = len(existing)
     guard = GuardedBackend(
         generator, "inputs", max_consecutive_failures=config.max_consecutive_failures

@@ -39,16 +39,19 @@ def synthesize(
     config: SynthConfig | None = None,
     force: bool = False,
     seed_inputs: list[str] | None = None,
+    given_inputs: list[str] | None = None,
     model_name: str | None = None,
     generator_name: str | None = None,
     print_report: bool = False,
 ) -> Path:
     """Run inputs, conversations, outputs and reasons (each resumes), then write the report.
 
+    ``seed_inputs`` are shown to the generator as examples; ``given_inputs`` are used as inputs
+    first (filtered like generated ones) and the generator writes the rest up to ``config.n``.
     Returns the run directory; ``genpi.data.load_examples`` reads it.
     """
     from genpi.synth.conversations import run_conversations
-    from genpi.synth.inputs import run_inputs
+    from genpi.synth.inputs import import_inputs, run_inputs
     from genpi.synth.outputs import run_outputs
     from genpi.synth.reasons import run_reasons
     from genpi.synth.report import write_report
@@ -62,6 +65,8 @@ def synthesize(
         config=config,
         force=force,
     )
+    if given_inputs:
+        import_inputs(run, given_inputs, config)
     run_inputs(run, generator_backend, config, seed_inputs=seed_inputs)
     run_conversations(run, model_backend, config)
     run_outputs(run, model_backend, config)
