@@ -1,6 +1,7 @@
 """Synthesis throughput: batched generation vs one conversation at a time, side by side.
 
-Stage 1 (pseudo inputs) runs once; stages 2-4 (conversations, outputs, reasons) then run twice on
+Stage 1 (pseudo inputs) runs once (or ``--inputs-file`` gives the inputs: a text/JSONL file, or
+AgentBench's ``dev.json`` whose ``description`` fields are OS problems); stages 2-4 (conversations, outputs, reasons) then run twice on
 the same inputs, once with ``--batch-size`` conversations per generate call and once with 1.
 Prints records/s and generated tokens/s for each, and their ratio.
 
@@ -10,6 +11,7 @@ Run as: python benchmarks/synthesis.py --n 64 --prompt ../shared/agentbench/prom
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -19,7 +21,7 @@ from genpi.llm import load_backend
 from genpi.prompt import load_prompt
 from genpi.synth.config import SynthConfig
 from genpi.synth.conversations import run_conversations
-from genpi.synth.inputs import run_inputs
+from genpi.synth.inputs import import_inputs, read_seed_inputs, run_inputs
 from genpi.synth.outputs import run_outputs
 from genpi.synth.pipeline import open_run
 from genpi.synth.reasons import run_reasons
@@ -38,6 +40,12 @@ def stages_2_to_4(prompt, out: Path, backend, config: SynthConfig) -> tuple[floa
     ]
     seconds = time.perf_counter() - start
     return seconds, len(run.read("conversations")), sum(s["completion_tokens"] for s in stats)
+
+
+def read_inputs(path: Path) -> list[str]:
+    if path.suffix == ".json":  # AgentBench's dev.json: a list of problems with a description
+        return [item["description"] for item in json.loads(path.read_text())]
+    return read_seed_inputs(path)
 
 
 def main() -> None:
@@ -71,14 +79,20 @@ def main() -> None:
         run = open_run(
             prompt, base, model_name=backend.name, generator_name=backend.name, config=config
         )
-        start = time.perf_counter()
-        in_stats = run_inputs(run, backend, config)
-        in_seconds = time.perf_counter() - start
-        n_inputs = len(run.read("inputs"))
-        print(
-            f"stage 1: {n_inputs} inputs in {in_seconds:.1f} s ({n_inputs / in_seconds:.2f} records/s, "
-            f"{in_stats['completion_tokens'] / in_seconds:.1f} tokens/s, batch {args.batch_size})"
-        )
+        if args.inputs_file:
+            import_inputs(run, read_inputs(Path(args.inputs_file)), config)
+            n_inputs = len(run.read("inputs"))
+            print(f"stage 1: {n_inputs} inputs from {args.inputs_file}")
+        else:
+            start = time.perf_counter()
+            in_stats = run_inputs(run, backend, config)
+            in_seconds = time.perf_counter() - start
+            n_inputs = len(run.read("inputs"))
+            print(
+                f"stage 1: {n_inputs} inputs in {in_seconds:.1f} s "
+                f"({n_inputs / in_seconds:.2f} records/s, "
+                f"{in_stats['completion_tokens'] / in_seconds:.1f} tokens/s, batch {args.batch_size})"
+            )
         if n_inputs == 0:
             raise SystemExit("the model wrote no usable inputs; nothing to benchmark")
         results = {}
