@@ -201,3 +201,5 @@ def test_cli_reuses_the_run_dirs_recorded_settings(tmp_path, example_prompt_path
     assert (config.n, config.max_turns) == (9, 3)
     config = build_config(parser.parse_args(["--out", str(out), "--preset", "quick"]), recorded)
     assert config.n == 16  # an explicit preset wins over the recorded settings
+    config = build_config(parser.parse_args(["--out", str(out), "--max-new-tokens", "7"]), recorded)
+    assert (config.agent_max_new_tokens, config.reason_max_new_tokens, config.n) == (7, 7, 5)

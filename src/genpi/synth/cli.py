@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=None, help="conversations per generate call"
     )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="cap every generation (agent, environment, outputs, reasons) at this many tokens",
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
         "--force", action="store_true", help="reuse a run directory made for another run"
@@ -85,6 +91,17 @@ def build_config(args: argparse.Namespace, recorded: dict | None = None):
         raise GenpiError(
             f"--heldout-fraction must be in [0, 1), got {overrides['heldout_fraction']}"
         )
+    cap = getattr(args, "max_new_tokens", None)
+    if cap is not None:
+        if cap < 1:
+            raise GenpiError(f"--max-new-tokens must be at least 1, got {cap}")
+        for key in (
+            "agent_max_new_tokens",
+            "env_max_new_tokens",
+            "output_max_new_tokens",
+            "reason_max_new_tokens",
+        ):
+            overrides[key] = cap
     if args.preset is None and recorded:
         known = set(SynthConfig.__dataclass_fields__)
         config = SynthConfig(**{**{k: v for k, v in recorded.items() if k in known}, **overrides})
