@@ -195,9 +195,13 @@ def read_seed_inputs(path: str | Path) -> list[str]:
 
 def input_request(prompt: Prompt, k: int, demos: list[str]) -> list[dict[str, str]]:
     """The generator's request for ``k`` new inputs to the task the prompt sets up."""
+    # The task is stated before and after the prompt: small generators lose it in a long prompt.
     lines = [
-        "Below is a prompt that sets up an AI assistant for one task. After the prompt, a user "
-        f"sends an input; it takes the place of {INPUT_SLOT} in the last USER message.",
+        f"Write {k} new user inputs for the AI assistant set up by the prompt below, as a "
+        "numbered list.",
+        "",
+        "The prompt sets up the assistant for one task. After the prompt, a user sends an "
+        f"input; it takes the place of {INPUT_SLOT} in the last USER message.",
         "",
         "<prompt>",
         prompt.text,
