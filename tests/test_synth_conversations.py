@@ -148,6 +148,19 @@ def test_empty_agent_answers_are_recorded(tmp_path):
     assert stats["empty_agent"] == 2
 
 
+def test_empty_second_turn_keeps_the_first_turns_action(tmp_path):
+    class MuteLater(ScriptedBackend):
+        def _answer(self, conv):
+            text = super()._answer(conv)
+            return "" if "done[" in text else text
+
+    run, _ = _run(tmp_path, MuteLater(agent_turns=2), n=2)
+    for c in run.read("conversations"):
+        assert c["end_reason"] == "empty_agent"
+        assert [t["role"] for t in c["turns"]] == ["assistant", "user"]
+        assert c["final_action"] == "run[ls]"  # from the agent's last turn, not the environment's
+
+
 def test_a_failing_backend_loses_only_the_wave_in_flight(tmp_path):
     backend = ScriptedBackend(agent_turns=1)
     config = SynthConfig(n=4, num_gen_once=4, progress=False, batch_size=2)

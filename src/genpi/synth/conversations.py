@@ -121,6 +121,11 @@ class Rollout:
     end_reason: str | None = None
 
     @property
+    def last_agent_turn(self) -> str | None:
+        agent = [t["content"] for t in self.turns if t["role"] == "assistant"]
+        return agent[-1] if agent else None
+
+    @property
     def agent_turns(self) -> int:
         return sum(t["role"] == "assistant" for t in self.turns)
 
@@ -229,7 +234,7 @@ def _roll_wave(
                 turns=r.turns,
                 end_reason=r.end_reason,
                 agent_turns=r.agent_turns,
-                final_action=prompt.read_action(r.turns[-1]["content"]) if r.turns else None,
+                final_action=prompt.read_action(r.last_agent_turn) if r.last_agent_turn else None,
             )
             for r in ended
         ]
