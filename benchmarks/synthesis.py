@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-turns", type=int, default=3)
+    parser.add_argument("--inputs-file", default=None, help="skip stage 1: use these inputs")
     parser.add_argument(
         "--max-new-tokens", type=int, default=64, help="per agent/env/output/reason turn"
     )
