@@ -64,6 +64,7 @@ def build_report(run: RunDir) -> dict[str, Any]:
         "inputs": {
             "kept": len(inputs),
             "heldout": sum(r.get("split") == "heldout" for r in inputs),
+            "given": sum((r.get("settings") or {}).get("source") == "given" for r in inputs),
             "requests": in_stats.get("requests", 0),
             "responses_without_list": in_stats.get("no_list", 0),
             "candidates": in_stats.get("candidates", 0),
@@ -111,10 +112,11 @@ def format_report(report: dict[str, Any]) -> str:
         f"  gold turns in the prompt's demonstrations       {show(t['gold_turns'])}",
         f"  average turns generated                         {show(t['avg_turns_generated'])}",
         f"  conversations that hit the turn limit           {show(t['pct_hit_turn_limit'], ' %')}",
-        f"  ended without the termination token            {show(t['pct_no_termination_token'], ' %')}",
+        f"  ended without the termination token             {show(t['pct_no_termination_token'], ' %')}",
         f"  final answer not matching action_pattern        {show(t['pct_final_answer_not_matching_action_pattern'], ' %')}",
         "",
-        f"  inputs: {i['kept']} kept ({i['heldout']} held out) from {i['candidates']} candidates in "
+        f"  inputs: {i['kept']} kept ({i['heldout']} held out; {i['given']} given) from "
+        f"{i['candidates']} generated candidates in "
         f"{i['requests']} requests; {i['responses_without_list']} responses without a list; dropped "
         f"{i['empty']} empty, {i['exact_duplicates']} exact and {i['near_duplicates']} near duplicates, "
         f"{i['demo_copies']} demonstration copies, {i['surplus']} surplus",
