@@ -1,0 +1,228 @@
+"""``genpi synth``: synthesize training data from the prompt alone (all stages, or one).
+
+Run as: genpi synth --prompt ../shared/agentbench/prompts/os.json --out runs/os --n 16 --preset quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from genpi.errors import GenpiError
+
+STAGE_CHOICES = ("all", "inputs", "conversations", "outputs", "reasons", "report")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "stage",
+        nargs="?",
+        default="all",
+        choices=STAGE_CHOICES,
+        help="run one stage only (default: all four, then the report)",
+    )
+    parser.add_argument("--prompt", default=None, help="prompt file (default: RUN_DIR/prompt.json)")
+    parser.add_argument("--out", required=True, help="run directory (created, or resumed)")
+    parser.add_argument(
+        "--model", default=None, help="target model: teacher and student (default: smollm2-135m)"
+    )
+    parser.add_argument(
+        "--generator", default=None, help="model that writes inputs and reasons (default: --model)"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=("paper", "quick"),
+        default=None,
+        help="defaults to start from (default: the run directory's recorded settings, else paper)",
+    )
+    parser.add_argument("--n", type=int, default=None, help="pseudo inputs to keep (paper: 1000)")
+    parser.add_argument(
+        "--num-gen-once", type=int, default=None, help="inputs asked for per request"
+    )
+    parser.add_argument(
+        "--seed-inputs", default=None, help="file of example inputs (one per line or JSONL)"
+    )
+    parser.add_argument(
+        "--inputs-file",
+        default=None,
+        help="inputs to use first (one per line or JSONL); the generator writes the rest up to --n",
+    )
+    parser.add_argument("--max-turns", type=int, default=None, help="agent turns per conversation")
+    parser.add_argument(
+        "--heldout-fraction", type=float, default=None, help="inputs kept out of training"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="conversations per generate call"
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="cap every generation (agent, environment, outputs, reasons) at this many tokens",
+    )
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--force", action="store_true", help="reuse a run directory made for another run"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_config(args: argparse.Namespace, recorded: dict | None = None):
+    """The preset (or the settings a run directory recorded), with the flags given on top."""
+    from genpi.synth.config import SynthConfig
+
+    overrides = {
+        key: value
+        for key, value in (
+            ("n", args.n),
+            ("num_gen_once", args.num_gen_once),
+            ("max_turns", args.max_turns),
+            ("heldout_fraction", args.heldout_fraction),
+            ("batch_size", args.batch_size),
+            ("seed", args.seed),
+        )
+        if value is not None
+    }
+    for key in ("n", "num_gen_once", "max_turns", "batch_size"):
+        if key in overrides and overrides[key] < 1:
+            raise GenpiError(f"--{key.replace('_', '-')} must be at least 1, got {overrides[key]}")
+    if "heldout_fraction" in overrides and not 0 <= overrides["heldout_fraction"] < 1:
+        raise GenpiError(
+            f"--heldout-fraction must be in [0, 1), got {overrides['heldout_fraction']}"
+        )
+    cap = getattr(args, "max_new_tokens", None)
+    if cap is not None:
+        if cap < 1:
+            raise GenpiError(f"--max-new-tokens must be at least 1, got {cap}")
+        for key in (
+            "agent_max_new_tokens",
+            "env_max_new_tokens",
+            "output_max_new_tokens",
+            "reason_max_new_tokens",
+        ):
+            overrides[key] = cap
+    if args.preset is None and recorded:
+        known = set(SynthConfig.__dataclass_fields__)
+        config = SynthConfig(**{**{k: v for k, v in recorded.items() if k in known}, **overrides})
+    else:
+        config = SynthConfig.preset(args.preset or "paper", **overrides)
+    config.progress = not args.no_progress
+    return config
+
+
+def backend_name(ref: str | None) -> str:
+    """The name a run directory records for a backend reference (what ``load_backend`` names it)."""
+    from genpi.models import DEFAULT_MODEL
+
+    if ref and ref.startswith(("http://", "https://")):
+        base_url, _, model = ref.partition("#")
+        return f"{model}@{base_url.rstrip('/')}"
+    return ref or DEFAULT_MODEL
+
+
+def _load(ref: str | None, batch_size: int):
+    from genpi.llm import load_backend
+
+    if ref and ref.startswith(("http://", "https://", "vllm:")):
+        return load_backend(ref)
+    return load_backend(ref, batch_size=batch_size)
+
+
+def _check_ready(run, stage: str) -> None:
+    """A stage run alone needs the previous stage's records."""
+    from genpi.synth.conversations import require_inputs
+    from genpi.synth.rundir import RunDirError
+
+    if stage == "conversations":
+        require_inputs(run, run.read("inputs"))
+    for needed, before in (("outputs", "conversations"), ("reasons", "outputs")):
+        if stage == needed and not run.read(before):
+            raise RunDirError(
+                f"{str(run.path)!r} has no {before} yet: run `genpi synth {before}` first"
+            )
+
+
+def main(args: argparse.Namespace) -> int:
+    from genpi.prompt import load_prompt
+    from genpi.synth.pipeline import open_run
+    from genpi.synth.report import write_report
+    from genpi.synth.rundir import PROMPT_FILE, RunDir
+
+    out = Path(args.out)
+    prompt_path = args.prompt or (out / PROMPT_FILE)
+    if args.prompt is None and not Path(prompt_path).exists():
+        raise GenpiError(
+            f"no --prompt given and {str(out)!r} holds no {PROMPT_FILE}: pass --prompt FILE"
+        )
+    prompt = load_prompt(prompt_path)
+    if args.stage == "report":
+        if not out.is_dir():
+            raise GenpiError(f"run directory {str(out)!r} does not exist: run `genpi synth` first")
+        _, text = write_report(RunDir(out, prompt))
+        print(text)
+        return 0
+
+    manifest = RunDir(out, prompt).read_manifest() if (out / "manifest.json").exists() else None
+    config = build_config(args, (manifest or {}).get("settings"))
+    seed_inputs = None
+    if args.seed_inputs:
+        from genpi.synth.inputs import read_seed_inputs
+
+        seed_inputs = read_seed_inputs(args.seed_inputs)
+    given_inputs = None
+    if args.inputs_file:
+        from genpi.synth.inputs import read_seed_inputs
+
+        given_inputs = read_seed_inputs(args.inputs_file)
+    generator_ref = args.generator or args.model
+    model_name, generator_name = backend_name(args.model), backend_name(generator_ref)
+    run = open_run(
+        prompt,
+        out,
+        model_name=model_name,
+        generator_name=generator_name,
+        config=config,
+        force=args.force,
+    )
+    stages = (
+        ("inputs", "conversations", "outputs", "reasons") if args.stage == "all" else (args.stage,)
+    )
+    _check_ready(run, args.stage)  # before loading any model
+    needs_model = any(s in ("conversations", "outputs") for s in stages)
+    needs_generator = any(s in ("inputs", "reasons") for s in stages)
+    model = _load(args.model, config.batch_size) if needs_model else None
+    if needs_generator:
+        generator = (
+            model
+            if model is not None and model_name == generator_name
+            else _load(generator_ref, config.batch_size)
+        )
+    start = time.perf_counter()
+    for stage in stages:
+        if stage == "inputs":
+            from genpi.synth.inputs import run_inputs
+
+            if given_inputs:
+                from genpi.synth.inputs import import_inputs
+
+                import_inputs(run, given_inputs, config)
+            run_inputs(run, generator, config, seed_inputs=seed_inputs)
+        elif stage == "conversations":
+            from genpi.synth.conversations import run_conversations
+
+            run_conversations(run, model, config)
+        elif stage == "outputs":
+            from genpi.synth.outputs import run_outputs
+
+            run_outputs(run, model, config)
+        else:
+            from genpi.synth.reasons import run_reasons
+
+            run_reasons(run, generator, config)
+    _, text = write_report(run)
+    print(text)
+    print(
+        f"\n{', '.join(stages)} done in {time.perf_counter() - start:.1f} s; run directory: {run.path}"
+    )
+    return 0

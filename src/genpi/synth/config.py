@@ -1,0 +1,77 @@
+"""Every setting of ``genpi synth`` in one dataclass, with the paper's defaults and a CPU preset."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+END_TOKEN = "[END_CONVERSATION]"
+DEFAULT_MAX_TURNS = 8  # used when neither the prompt file nor --max-turns sets one
+
+
+@dataclass
+class SynthConfig:
+    # Stage 1: pseudo user inputs (paper: nucleus sampling, top-p 0.9, T 1.0).
+    n: int = 1000
+    num_gen_once: int = 10  # problems asked for per generator request
+    input_temperature: float = 1.0
+    input_top_p: float = 0.9
+    input_max_new_tokens: int = 1024
+    max_seed_demos: int = 5  # demonstration inputs shown per request (from --seed-inputs)
+    near_duplicate_jaccard: float = 0.8  # token-set Jaccard at or above which two inputs are one
+    max_input_requests: int | None = None  # None: 4 requests per ceil(n / num_gen_once), at least 8
+    heldout_fraction: float = 0.1
+    seed: int = 0
+    # Stage 2: Self Role-Playing Conversation (greedy).
+    max_turns: int | None = None  # None: the prompt's max_turns, else DEFAULT_MAX_TURNS
+    end_token: str = END_TOKEN
+    agent_max_new_tokens: int = 512
+    env_max_new_tokens: int = 256
+    # Stage 3: outputs (the student's first answer, greedy).
+    output_max_new_tokens: int = 512
+    # Stage 4: reasons (paper: top-p 0.9, T 0.7).
+    reason_temperature: float = 0.7
+    reason_top_p: float = 0.9
+    reason_max_new_tokens: int = 384
+    # Execution.
+    batch_size: int = 16  # conversations per generate call (and per durable write)
+    max_consecutive_failures: int = 3  # failed backend calls in a row before a stage gives up
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> SynthConfig:
+        """A CPU demo: few inputs, short generations, short conversations."""
+        settings: dict[str, Any] = dict(
+            n=16,
+            num_gen_once=8,
+            input_max_new_tokens=384,
+            max_turns=3,
+            agent_max_new_tokens=96,
+            env_max_new_tokens=64,
+            output_max_new_tokens=96,
+            reason_max_new_tokens=128,
+        )
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> SynthConfig:
+        if name == "quick":
+            return cls.quick(**overrides)
+        if name == "paper":
+            return cls(**overrides)
+        raise ValueError(f"unknown preset {name!r}; use 'paper' or 'quick'")
+
+    def turn_limit(self, prompt_max_turns: int | None) -> int:
+        return self.max_turns or prompt_max_turns or DEFAULT_MAX_TURNS
+
+    def input_request_limit(self) -> int:
+        if self.max_input_requests is not None:
+            return self.max_input_requests
+        return max(8, 4 * -(-self.n // self.num_gen_once))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("progress")
+        return d

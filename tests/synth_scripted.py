@@ -1,0 +1,105 @@
+"""A scripted backend for the synthesis tests: answers by rule, so model quality is irrelevant.
+
+Also runnable as a subprocess (the SIGKILL test): ``python synth_scripted.py RUN_DIR PROMPT N SLOW``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+
+from genpi.llm import BackendError, Generation, SamplingParams
+
+ENV_MARK = "You are not the assistant in this conversation"
+
+
+class ScriptedBackend:
+    """Inputs: numbered lists of distinct problems. Agent: ``Action: run[..]`` then ``done[..]``.
+
+    Environment: ``Output: ...`` until the agent's reply holds ``done[``, then the end token
+    (unless ``never_end``). ``fail_calls`` makes those call numbers raise BackendError.
+    """
+
+    name = "scripted"
+
+    def __init__(
+        self,
+        *,
+        agent_turns: int = 2,
+        never_end: bool = False,
+        list_text: str | None = None,
+        fail_calls: set[int] | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        self.agent_turns = agent_turns
+        self.never_end = never_end
+        self.list_text = list_text
+        self.fail_calls = fail_calls or set()
+        self.delay = delay
+        self.calls: list[int] = []  # batch size of every call
+        self.list_counter = 0
+
+    def generate(
+        self, conversations: Sequence[list[dict]], params: SamplingParams
+    ) -> list[Generation]:
+        self.calls.append(len(conversations))
+        if len(self.calls) in self.fail_calls:
+            raise BackendError("scripted failure: endpoint down")
+        if self.delay:
+            time.sleep(self.delay)
+        return [Generation(self._answer(c), 10, 5, "stop") for c in conversations]
+
+    def _answer(self, conv: list[dict]) -> str:
+        first = conv[0]["content"]
+        last = conv[-1]["content"]
+        if "new user inputs for this task" in last:
+            if self.list_text is not None:
+                return self.list_text
+            items = []
+            for _ in range(4):
+                self.list_counter += 1
+                items.append(
+                    f"count the files named report{self.list_counter}.txt in folder{self.list_counter}"
+                )
+            return (
+                "Sure, here they are:\n"
+                + "\n".join(f"{i + 1}. {t}" for i, t in enumerate(items))
+                + "\nEnjoy!"
+            )
+        if "careful commentator" in last:
+            return "The prompt asks for a Thought and an Action line, so the answer changes."
+        if conv[0]["role"] == "system" and first.startswith(ENV_MARK):
+            if "done[" in last and not self.never_end:
+                return "[END_CONVERSATION]"
+            return "Output:\n42"
+        if conv[-1]["role"] == "user" and len(conv) >= 1:
+            agent_so_far = sum(m["role"] == "assistant" for m in conv) - self._demo_assistants(conv)
+            if agent_so_far + 1 >= self.agent_turns:
+                return "Thought: I can answer.\nAction: done[42]"
+            return "Thought: I will look.\nAction: run[ls]"
+        return ""
+
+    @staticmethod
+    def _demo_assistants(conv: list[dict]) -> int:
+        # The teacher's conversation: the prompt's demonstrations come before the task's user turn.
+        for i in range(len(conv) - 1, -1, -1):
+            if conv[i]["role"] == "user" and conv[i]["content"].startswith("Task: "):
+                return sum(m["role"] == "assistant" for m in conv[: i + 1])
+        return 0
+
+
+if __name__ == "__main__":
+    from genpi.prompt import load_prompt
+    from genpi.synth import SynthConfig, synthesize
+
+    run_dir, prompt_path, n, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    backend = ScriptedBackend(delay=delay)
+    config = SynthConfig(n=n, num_gen_once=4, batch_size=2, progress=False, max_turns=3)
+    synthesize(
+        load_prompt(prompt_path),
+        run_dir,
+        model_backend=backend,
+        generator_backend=backend,
+        config=config,
+    )
