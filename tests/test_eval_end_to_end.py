@@ -189,6 +189,7 @@ def test_os_prompt_teacher_acts_and_the_base_differs(tmp_path, os_prompt_path, a
         limit=3,
         adapters=[],
         max_new_tokens=48,
+        dtype="fp32",
         progress=False,
     )
     upper, base = summary["systems"]
