@@ -1,0 +1,205 @@
+"""Scores of a system's answers against the teacher's, as pure functions.
+
+- format: share of answers from which the reader reads an action;
+- action-type / exact-action agreement: share of items, among those where the teacher's answer
+  holds an action, where the system's action has the same type / the same type and argument
+  (whitespace-normalised);
+- ROUGE-L (F-measure, rouge-score's tokenizer) and chrF (sacrebleu, 0..1) to the teacher's answer,
+  averaged over items;
+- teacher-forced NLL: mean negative log-likelihood per token of the teacher's answer (with the
+  chat template's end-of-turn token) given the system's view of the conversation;
+- normalised score: score / the upper bound's score (the paper's Table 1); for NLL, where lower
+  is better, upper_nll / nll, so 1.0 means "as likely as under the teacher" for every metric.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from genpi.evaluate.readers import Action
+
+HIGHER_IS_BETTER = {
+    "format": True,
+    "action_type": True,
+    "exact_action": True,
+    "rouge_l": True,
+    "chrf": True,
+    "nll": False,
+}
+METRICS = tuple(HIGHER_IS_BETTER)
+
+
+def format_rate(actions: Sequence[Action | None]) -> float | None:
+    if not actions:
+        return None
+    return sum(a is not None for a in actions) / len(actions)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _agreement(
+    actions: Sequence[Action | None], teacher: Sequence[Action | None], *, exact: bool
+) -> float | None:
+    if len(actions) != len(teacher):
+        raise ValueError(f"{len(actions)} answers but {len(teacher)} teacher answers")
+    pairs = [(a, t) for a, t in zip(actions, teacher, strict=True) if t is not None]
+    if not pairs:
+        return None  # the teacher never acted: agreement is undefined, not 0
+    same = 0
+    for a, t in pairs:
+        if a is None or a[0] != t[0]:
+            continue
+        if exact and _norm(a[1]) != _norm(t[1]):
+            continue
+        same += 1
+    return same / len(pairs)
+
+
+def action_type_agreement(
+    actions: Sequence[Action | None], teacher: Sequence[Action | None]
+) -> float | None:
+    return _agreement(actions, teacher, exact=False)
+
+
+def exact_action_agreement(
+    actions: Sequence[Action | None], teacher: Sequence[Action | None]
+) -> float | None:
+    return _agreement(actions, teacher, exact=True)
+
+
+def rouge_l(answers: Sequence[str], references: Sequence[str]) -> list[float]:
+    """ROUGE-L F-measure of each answer against its reference (0 when either is empty)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    return [
+        scorer.score(ref, ans)["rougeL"].fmeasure if ans.strip() and ref.strip() else 0.0
+        for ans, ref in zip(answers, references, strict=True)
+    ]
+
+
+def chrf(answers: Sequence[str], references: Sequence[str]) -> list[float]:
+    """sacrebleu's sentence chrF of each answer against its reference, scaled to 0..1."""
+    from sacrebleu.metrics import CHRF
+
+    metric = CHRF()
+    return [
+        metric.sentence_score(ans, [ref]).score / 100 if ans.strip() and ref.strip() else 0.0
+        for ans, ref in zip(answers, references, strict=True)
+    ]
+
+
+def mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else None
+
+
+def normalise(
+    score: float | None, upper: float | None, *, higher_is_better: bool = True
+) -> float | None:
+    """score relative to the upper bound: score/upper (or upper/score when lower is better)."""
+    if score is None or upper is None:
+        return None
+    if higher_is_better:
+        return score / upper if upper > 0 else None
+    return upper / score if score > 0 else None
+
+
+def normalise_scores(
+    scores: dict[str, float | None], upper: dict[str, float | None]
+) -> dict[str, float | None]:
+    return {
+        k: normalise(v, upper.get(k), higher_is_better=HIGHER_IS_BETTER.get(k, True))
+        for k, v in scores.items()
+    }
+
+
+# -- teacher-forced NLL -------------------------------------------------------------------------
+
+
+def token_nll(logits: Any, labels: Any) -> tuple[float, int]:
+    """Summed NLL and count of the labelled tokens; ``labels[i]`` is the token after position i,
+    -100 marks positions not scored. ``logits``: (T, V), ``labels``: (T,)."""
+    import torch
+
+    mask = labels != -100
+    if not bool(mask.any()):
+        return 0.0, 0
+    logp = torch.log_softmax(logits[mask].float(), dim=-1)
+    picked = logp.gather(-1, labels[mask].unsqueeze(-1)).squeeze(-1)
+    return float(-picked.sum()), int(mask.sum())
+
+
+def answer_token_ids(
+    tokenizer: Any, conversation: list[dict[str, str]], answer: str
+) -> tuple[list[int], list[int]]:
+    """(context ids, answer ids) with the chat template, as ``LocalBackend.encode`` builds them.
+
+    The answer ids are the templated assistant turn after the generation prompt (its end-of-turn
+    token included), when the template renders the context as a prefix of the full conversation;
+    otherwise the answer's plain tokens plus EOS.
+    """
+    context_text = tokenizer.apply_chat_template(
+        conversation, tokenize=False, add_generation_prompt=True
+    )
+    full_text = tokenizer.apply_chat_template(
+        conversation + [{"role": "assistant", "content": answer}], tokenize=False
+    )
+    context = tokenizer(context_text, add_special_tokens=False)["input_ids"]
+    if full_text.startswith(context_text):
+        rest = full_text[len(context_text) :].rstrip("\n")  # the trailing newline is not predicted
+        target = tokenizer(rest, add_special_tokens=False)["input_ids"]
+    else:
+        target = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return context, target
+
+
+def teacher_forced_nll(
+    model: Any,
+    tokenizer: Any,
+    conversation: list[dict[str, str]],
+    answer: str,
+    *,
+    max_length: int | None = None,
+) -> float | None:
+    """Mean NLL per token of ``answer`` as the assistant's reply to ``conversation``."""
+    import torch
+
+    context, target = answer_token_ids(tokenizer, conversation, answer)
+    if not target:
+        return None
+    ids = context + target
+    if max_length is not None and len(ids) > max_length:
+        ids = ids[-max_length:]  # keep the answer; the context loses its start
+    labels = torch.full((len(ids),), -100, dtype=torch.long)
+    labels[len(ids) - len(target) - 1 : len(ids) - 1] = torch.tensor(ids[len(ids) - len(target) :])
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([ids], device=device)).logits[0]
+    total, count = token_nll(logits.cpu(), labels)
+    return total / count if count else None
+
+
+def score_answers(
+    answers: Sequence[str],
+    references: Sequence[str],
+    actions: Sequence[Action | None] | None,
+    reference_actions: Sequence[Action | None] | None,
+    nlls: Sequence[float | None] | None = None,
+) -> dict[str, float | None]:
+    """Every metric of one system over one set of items (None where it does not apply)."""
+    scores: dict[str, float | None] = dict.fromkeys(METRICS)
+    if actions is not None and reference_actions is not None:
+        scores["format"] = format_rate(actions)
+        scores["action_type"] = action_type_agreement(actions, reference_actions)
+        scores["exact_action"] = exact_action_agreement(actions, reference_actions)
+    if answers:
+        scores["rouge_l"] = mean(rouge_l(answers, references))
+        scores["chrf"] = mean(chrf(answers, references))
+    if nlls is not None:
+        scores["nll"] = mean(nlls)
+    return scores

@@ -1,0 +1,135 @@
+"""The systems evaluated against the teacher, and one model host that runs them all.
+
+- ``upper_bound``: the model with the prompt (the teacher; its scores normalise the others);
+- ``base``: the model without the prompt;
+- one system per adapter, without the prompt;
+- ``compressed-<rate>``: the model with the LLMLingua-compressed prompt in place of the prompt.
+
+``ModelHost`` loads the base model once; adapters are added to one PEFT model by name and
+switched with ``set_adapter``; systems without an adapter run under ``disable_adapter``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genpi.evaluate.compression import compressed_messages
+from genpi.prompt import Message, Prompt
+
+UPPER_BOUND = "upper_bound"
+BASE = "base"
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    kind: str  # "upper_bound" | "base" | "adapter" | "compressed"
+    adapter: str | None = None
+    method: str | None = None  # the adapter's training method (genpi, sft, ...)
+    compressed_text: str | None = None
+    rate: float | None = None
+
+    def conversation(self, prompt: Prompt, x: str, context: list[Message]) -> list[Message]:
+        """What this system sees for input ``x`` after the conversation so far (``context``)."""
+        if self.kind == "upper_bound":
+            head = prompt.teacher_messages(x)
+        elif self.kind == "compressed":
+            head = compressed_messages(self.compressed_text or "", prompt, x)
+        else:
+            head = prompt.student_messages(x)
+        return head + [dict(m) for m in context]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "adapter": self.adapter,
+            "method": self.method,
+            "rate": self.rate,
+        }
+
+
+def upper_bound() -> System:
+    return System(UPPER_BOUND, "upper_bound")
+
+
+def base() -> System:
+    return System(BASE, "base")
+
+
+def adapter_system(adapter_dir: str | Path, method: str | None = None) -> System:
+    return System(Path(adapter_dir).name, "adapter", adapter=str(adapter_dir), method=method)
+
+
+def compressed_system(rate: float, text: str) -> System:
+    return System(f"compressed-{rate:g}", "compressed", compressed_text=text, rate=rate)
+
+
+class ModelHost:
+    """One base model in memory, serving every system in turn."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.peft: Any = None  # the PEFT wrapper, created with the first adapter
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    @classmethod
+    def load(
+        cls,
+        ref: str | None,
+        *,
+        dtype: str | None = "auto",
+        device: str | None = None,
+        batch_size: int = 8,
+    ) -> ModelHost:
+        from genpi.models import load_model
+
+        model, tokenizer = load_model(ref, dtype=dtype, device=device)
+        return cls(model, tokenizer, batch_size=batch_size)
+
+    @staticmethod
+    def adapter_name(system: System) -> str:
+        return re.sub(r"\W", "_", system.name)  # PEFT adapter names become module attribute names
+
+    @contextlib.contextmanager
+    def active(self, system: System) -> Iterator[Any]:
+        """A ``LocalBackend`` that runs ``system`` (its adapter on, or every adapter off)."""
+        from genpi.llm.local import LocalBackend
+
+        if system.adapter is None:
+            if self.peft is None:
+                yield LocalBackend(
+                    self.model, self.tokenizer, name=system.name, batch_size=self.batch_size
+                )
+            else:
+                with self.peft.disable_adapter():
+                    yield LocalBackend(
+                        self.peft, self.tokenizer, name=system.name, batch_size=self.batch_size
+                    )
+            return
+        name = self.adapter_name(system)
+        if not (Path(system.adapter) / "adapter_config.json").exists():
+            from genpi.llm.base import BackendError
+
+            raise BackendError(
+                f"{system.adapter!r} is not an adapter directory (no adapter_config.json)"
+            )
+        if self.peft is None:
+            from peft import PeftModel
+
+            self.peft = PeftModel.from_pretrained(
+                self.model, system.adapter, adapter_name=name
+            ).eval()
+        elif name not in self.peft.peft_config:
+            self.peft.load_adapter(system.adapter, adapter_name=name)
+        self.peft.set_adapter(name)
+        self.peft.eval()
+        yield LocalBackend(self.peft, self.tokenizer, name=system.name, batch_size=self.batch_size)
