@@ -1,0 +1,57 @@
+"""``genpi internalize --preset quick`` end to end on the embedded model, with tiny counts."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_internalize_quick_produces_adapter_eval_and_table(tmp_path, example_prompt_path):
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text(
+        "how many files are in /etc?\nwhat is the kernel version?\nwho am I?\nhow big is /tmp?\n"
+    )
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "genpi",
+        "internalize",
+        str(example_prompt_path),
+        "--out",
+        str(out),
+        "--preset",
+        "quick",
+        "--inputs-file",
+        str(inputs),
+        "--n",
+        "4",
+        "--max-turns",
+        "1",
+        "--max-new-tokens",
+        "12",
+        "--max-steps",
+        "1",
+        "--methods",
+        "genpi",
+        "--compression",
+        "0.5",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    adapter = out / "adapters" / "genpi"
+    assert (adapter / "adapter_model.safetensors").exists()
+    assert json.loads((adapter / "genpi_adapter.json").read_text())["method"] == "genpi"
+    summary = json.loads((out / "eval" / "heldout.json").read_text())
+    names = [s["name"] for s in summary["systems"]]
+    assert names[:2] == ["upper_bound", "base"] and "genpi" in names and "compressed-0.5" in names
+    table = (out / "compare.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| genpi")]
+    assert rows and "| |" not in rows[0] and " - |" not in rows[0]  # every column filled
+    assert "upper_bound" in result.stdout and "done in" in result.stdout
+    # a second run resumes everything and trains nothing again
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
