@@ -24,10 +24,11 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 # The embedded 135M model cannot write lists of pseudo inputs (see README), so the demo gives it
-# the example's inputs file; with a stronger --generator, drop --inputs-file.
+# the example's inputs file; with a stronger --generator, drop --inputs-file. The adapters are
+# scored on held-out inputs never trained on (examples/shell_agent_eval_inputs.txt).
 demo: install
 	$(VENV)/bin/genpi internalize examples/shell_agent.json --out runs/demo --preset quick \
-		--inputs-file examples/shell_agent_inputs.txt
+		--inputs-file examples/shell_agent_inputs.txt --eval-inputs examples/shell_agent_eval_inputs.txt
 
 test: install
 	$(PY) -m pytest

@@ -27,6 +27,7 @@ class Preset:
 
     synth: dict[str, Any] = field(default_factory=dict)
     train_preset: str = "paper"
+    train: dict[str, Any] = field(default_factory=dict)
     methods: tuple[str, ...] = DEFAULT_METHODS
     eval_max_new_tokens: int = 256
     compression: tuple[float, ...] = (0.9, 0.7, 0.3)
@@ -35,12 +36,21 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # The paper's settings: 1,000 inputs, 10 epochs, every baseline the paper compares.
     "paper": Preset(methods=("genpi", "sft", "prepend", "kld")),
-    # The CPU demo (make demo): small counts so the whole run takes minutes on 2 cores.
+    # The CPU demo (make demo): small counts so the whole run fits in ~15 minutes on 2 cores.
     "quick": Preset(
-        synth={"n": 32, "heldout_fraction": 0.25, "max_turns": 2},
+        synth={
+            "n": 16,
+            "heldout_fraction": 0.25,
+            "max_turns": 2,
+            "agent_max_new_tokens": 64,
+            "env_max_new_tokens": 48,
+            "output_max_new_tokens": 64,
+            "reason_max_new_tokens": 64,
+        },
         train_preset="quick",
+        train={"max_steps": 12},
         methods=("genpi", "sft"),
-        eval_max_new_tokens=96,
+        eval_max_new_tokens=64,
         compression=(0.5,),
     ),
 }
@@ -162,7 +172,9 @@ def main(args: argparse.Namespace) -> int:
     adapters = []
     for i, method in enumerate(methods, 1):
         stage(f"2/4 training {i}/{len(methods)}: {method}")
-        overrides = {"max_steps": args.max_steps} if args.max_steps is not None else {}
+        overrides = dict(preset.train)
+        if args.max_steps is not None:
+            overrides["max_steps"] = args.max_steps
         config = make_config(preset.train_preset, **overrides)
         adapters.append(train(out, method, config, model_ref=model_ref))
 
