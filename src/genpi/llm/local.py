@@ -117,13 +117,13 @@ class LocalBackend:
             out = self.model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
             )
-        eos_ids = _eos_ids(self.model, tok)
+        end_ids = eos_ids(self.model, tok)
         generations = []
         for row, ids in zip(out[:, width:].tolist(), batch, strict=True):
             n = len(row)
             ended = False
             for j, t in enumerate(row):
-                if t in eos_ids:
+                if t in end_ids:
                     n, ended = j, True
                     break
             text, stopped = cut_at_stop(tok.decode(row[:n], skip_special_tokens=True), params.stop)
@@ -132,7 +132,8 @@ class LocalBackend:
         return generations
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every token id that ends a reply: the tokenizer's EOS and the generation config's."""
     ids = {tokenizer.eos_token_id}
     gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if isinstance(gen_eos, int):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from genpi.llm.base import cut_at_stop
+from genpi.llm.local import eos_ids as reply_end_ids
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class Engine:
         self.max_batch_size = max_batch_size
         config = getattr(model, "config", None)
         self.max_context = max_context or getattr(config, "max_position_embeddings", None) or 2048
-        self._eos_ids = _eos_ids(model, tokenizer)
+        self._eos_ids = reply_end_ids(model, tokenizer)
         self._pending: deque[GenRequest] = deque()
         self._cond = threading.Condition()
         self._closing = False
@@ -409,17 +410,6 @@ def _deliver(request: GenRequest, event: Event) -> None:
         request.on_event(event)
     except Exception:  # a receiver that is gone (closed event loop) must not stop the worker
         log.debug("request %s: event dropped", request.id, exc_info=True)
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids = {tokenizer.eos_token_id}
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if isinstance(gen_eos, int):
-        ids.add(gen_eos)
-    elif isinstance(gen_eos, list):
-        ids.update(gen_eos)
-    ids.discard(None)
-    return ids  # type: ignore[return-value]
 
 
 def _same_ref(model_ref: str, trained_on: str) -> str:
