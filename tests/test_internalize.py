@@ -14,6 +14,8 @@ def test_internalize_quick_produces_adapter_eval_and_table(tmp_path, example_pro
     inputs.write_text(
         "how many files are in /etc?\nwhat is the kernel version?\nwho am I?\nhow big is /tmp?\n"
     )
+    eval_inputs = tmp_path / "eval.txt"
+    eval_inputs.write_text("how many lines are in /etc/hosts?\nwhat is my user id?\n")
     out = tmp_path / "run"
     cmd = [
         sys.executable,
@@ -27,6 +29,8 @@ def test_internalize_quick_produces_adapter_eval_and_table(tmp_path, example_pro
         "quick",
         "--inputs-file",
         str(inputs),
+        "--eval-inputs",
+        str(eval_inputs),
         "--n",
         "4",
         "--max-turns",
@@ -45,7 +49,8 @@ def test_internalize_quick_produces_adapter_eval_and_table(tmp_path, example_pro
     adapter = out / "adapters" / "genpi"
     assert (adapter / "adapter_model.safetensors").exists()
     assert json.loads((adapter / "genpi_adapter.json").read_text())["method"] == "genpi"
-    summary = json.loads((out / "eval" / "heldout.json").read_text())
+    summary = json.loads((out / "eval" / "eval.json").read_text())
+    assert summary["n_items"] == 2
     names = [s["name"] for s in summary["systems"]]
     assert names[:2] == ["upper_bound", "base"] and "genpi" in names and "compressed-0.5" in names
     table = (out / "compare.md").read_text()

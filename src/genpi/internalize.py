@@ -121,6 +121,7 @@ def _compression(args: argparse.Namespace, preset: Preset) -> list[float]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from genpi.data import load_examples
     from genpi.evaluate.cli import evaluate, format_summary
     from genpi.evaluate.compare import compare
     from genpi.llm import load_backend
@@ -178,15 +179,21 @@ def main(args: argparse.Namespace) -> int:
         config = make_config(preset.train_preset, **overrides)
         adapters.append(train(out, method, config, model_ref=model_ref))
 
-    extra = f" and {args.eval_inputs}" if args.eval_inputs else ""
-    stage(f"3/4 evaluation: held-out inputs{extra}")
+    heldout = bool(load_examples(out, split="heldout"))
+    if not heldout and not args.eval_inputs:
+        raise GenpiError(
+            f"{out} has no held-out inputs to evaluate on (the split kept none of {synth_config.n}): "
+            "give --eval-inputs FILE, a larger --n, or a larger heldout_fraction"
+        )
+    sets = ["held-out inputs"] * heldout + [str(args.eval_inputs)] * bool(args.eval_inputs)
+    stage(f"3/4 evaluation: {' and '.join(sets)}")
     summaries = evaluate(
         out,
         prompt=prompt,
         model=model_ref,
         adapters=adapters,
         inputs=args.eval_inputs,
-        heldout=True,
+        heldout=heldout,
         compression=rates,
         max_new_tokens=args.max_new_tokens or preset.eval_max_new_tokens,
     )

@@ -547,7 +547,8 @@ def _save(
             out_dir,
         )
         return
-    model.save_pretrained(out_dir, safe_serialization=True)
+    # Only LoRA layers are trained: saying so spares PEFT a hub lookup of the base config.
+    model.save_pretrained(out_dir, safe_serialization=True, save_embedding_layers=False)
     config_path = out_dir / "adapter_config.json"
     adapter_config = json.loads(config_path.read_text())
     if adapter_config.get("modules_to_save"):
