@@ -87,3 +87,25 @@ def test_vllm_backend_without_vllm_says_so(ref):
 
     with pytest.raises(BackendError, match="needs the vllm package"):
         load_backend(ref)
+
+
+def test_chat_refuses_an_adapter_made_for_another_prompt(
+    tmp_path, tiny_model_dir, tiny_adapter_dir, capsys
+):
+    other = tmp_path / "other.txt"
+    other.write_text("You are a pirate.")
+    code = main(
+        [
+            "chat",
+            "--prompt",
+            str(other),
+            "--model",
+            str(tiny_model_dir),
+            "--adapter",
+            str(tiny_adapter_dir),
+            "--input",
+            "x",
+        ]
+    )
+    assert code == 2
+    assert "internalizes prompt 'shell-agent'" in capsys.readouterr().err

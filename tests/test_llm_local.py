@@ -95,3 +95,10 @@ def test_bad_adapter_dir_and_backend_refs(tmp_path, tiny_model_dir):
         load_backend("http://127.0.0.1:9/v1")
     with pytest.raises(BackendError, match="cannot be attached to a remote server"):
         load_backend("http://127.0.0.1:9/v1#m", adapter=tmp_path)
+
+
+def test_adapter_for_another_base_model_is_refused(tiny_adapter_dir):
+    from genpi.adapter import AdapterError
+
+    with pytest.raises(AdapterError, match="was trained on .*not 'smollm2-135m'"):
+        LocalBackend.from_ref("smollm2-135m", adapter=tiny_adapter_dir, dtype="fp32")

@@ -83,17 +83,15 @@ def check_adapter(
 ) -> AdapterInfo:
     """Refuse an adapter trained on another base model or for another prompt."""
     info = read_adapter_info(adapter_dir)
-    if (
-        base_weights_sha256
-        and info.base_weights_sha256
-        and base_weights_sha256 != info.base_weights_sha256
-    ):
-        raise AdapterError(
-            f"adapter {str(adapter_dir)!r} was trained on other weights ({info.base_model}, "
-            f"sha256 {info.base_weights_sha256[:12]}) than the model given ({base_model}, "
-            f"sha256 {base_weights_sha256[:12]}): load it with --model {info.base_model}"
-        )
-    if base_model and not base_weights_sha256 and base_model != info.base_model:
+    if base_weights_sha256 and info.base_weights_sha256:
+        if base_weights_sha256 != info.base_weights_sha256:
+            raise AdapterError(
+                f"adapter {str(adapter_dir)!r} was trained on other weights ({info.base_model}, "
+                f"sha256 {info.base_weights_sha256[:12]}) than the model given ({base_model}, "
+                f"sha256 {base_weights_sha256[:12]}): load it with --model {info.base_model}"
+            )
+    # Without a weights hash on both sides, the model references must agree.
+    elif base_model and base_model != info.base_model:
         raise AdapterError(
             f"adapter {str(adapter_dir)!r} was trained on {info.base_model!r}, not {base_model!r}: "
             f"load it with --model {info.base_model}"

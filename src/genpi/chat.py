@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from genpi.errors import GenpiError
 
@@ -35,6 +36,11 @@ def main(args: argparse.Namespace) -> int:
         raise GenpiError(
             "--compare shows the model with and without the prompt; drop --no-prompt/--adapter"
         )
+    if args.adapter:
+        from genpi.adapter import INFO_FILE, check_adapter
+
+        if (Path(args.adapter) / INFO_FILE).exists():
+            check_adapter(args.adapter, prompt=prompt)  # an adapter internalizes one prompt
     backend = load_backend(args.model, adapter=args.adapter)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     # An adapter replaces the prompt: it is used like the student, without the prompt.

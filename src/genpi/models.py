@@ -238,10 +238,10 @@ def parse_dtype(name: str | None, device: str) -> Any:
     return table[name]
 
 
-def load_tokenizer(ref: str | None = None) -> Any:
+def load_tokenizer(ref: str | None = None, *, resolved: ResolvedModel | None = None) -> Any:
     from transformers import AutoTokenizer
 
-    resolved = resolve_model(ref)
+    resolved = resolved or resolve_model(ref)
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.path)
     except OSError as exc:
@@ -294,6 +294,6 @@ def load_model(
     if not load_in_4bit:
         model.to(device)
     model.eval()
-    tokenizer = load_tokenizer(ref)
+    tokenizer = load_tokenizer(ref, resolved=resolved)
     model.genpi_ref = resolved  # type: ignore[attr-defined]
     return model, tokenizer

@@ -50,6 +50,7 @@ class LocalBackend:
         model, tokenizer = load_model(ref, dtype=dtype, device=device)
         name = ref or "smollm2-135m"
         if adapter is not None:
+            _refuse_foreign_adapter(adapter, name, model.genpi_ref)
             model = attach_adapter(model, adapter)
             name = f"{name}+{Path(adapter).name}"
         return cls(model, tokenizer, name=name, batch_size=batch_size)
@@ -142,6 +143,16 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
         ids.update(gen_eos)
     ids.discard(None)
     return ids  # type: ignore[return-value]
+
+
+def _refuse_foreign_adapter(adapter: str | Path, ref: str, resolved: Any) -> None:
+    """A genpi adapter trained on other base weights is refused; plain PEFT adapters pass."""
+    from genpi.adapter import INFO_FILE, check_adapter
+
+    if (Path(adapter) / INFO_FILE).exists():
+        check_adapter(
+            adapter, base_model=ref, base_weights_sha256=resolved.provenance.get("weights_sha256")
+        )
 
 
 def attach_adapter(model: Any, adapter: str | Path) -> Any:
