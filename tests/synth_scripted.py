@@ -53,7 +53,8 @@ class ScriptedBackend:
     def _answer(self, conv: list[dict]) -> str:
         first = conv[0]["content"]
         last = conv[-1]["content"]
-        if "new user inputs for this task" in last:
+        last_user = next((m["content"] for m in reversed(conv) if m["role"] == "user"), "")
+        if "new user inputs for this task" in last_user:
             if self.list_text is not None:
                 return self.list_text
             items = []

@@ -91,6 +91,15 @@ def test_generates_with_settings_and_cuts_at_stop(server, monkeypatch):
     assert body["temperature"] == 0.5 and body["top_p"] == 0.8 and body["stop"] == [" STOP"]
     assert script.requests[0]["auth"] == "Bearer sk-secret-value"
     assert "sk-secret" not in repr(backend) and "sk-secret" not in backend.name
+    assert "continue_final_message" not in body
+
+
+def test_a_final_assistant_message_asks_the_server_to_continue_it(server):
+    script = Script()
+    backend = load_backend(f"{server(script)}#served-model")
+    backend.generate([[*conv("list fruits"), {"role": "assistant", "content": "1."}]])
+    body = script.requests[0]["body"]
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
 
 
 def test_retries_500_twice_then_succeeds(server):

@@ -102,3 +102,16 @@ def test_adapter_for_another_base_model_is_refused(tiny_adapter_dir):
 
     with pytest.raises(AdapterError, match="was trained on .*not 'smollm2-135m'"):
         LocalBackend.from_ref("smollm2-135m", adapter=tiny_adapter_dir, dtype="fp32")
+
+
+def test_a_final_assistant_message_is_continued_not_answered(tiny_backend):
+    user = [{"role": "user", "content": "list three fruits"}]
+    prefilled = [*user, {"role": "assistant", "content": "1. apple"}]
+    answer_ids = tiny_backend.encode(user)
+    continued_ids = tiny_backend.encode(prefilled)
+    text = tiny_backend.tokenizer.decode(continued_ids)
+    # The prefill is the end of the context: no end-of-turn and no fresh assistant header after it.
+    assert text.rstrip().endswith("1. apple")
+    assert continued_ids[: len(answer_ids)] == answer_ids
+    gen = tiny_backend.generate([prefilled], SamplingParams(max_new_tokens=4))[0]
+    assert gen.prompt_tokens == len(continued_ids)

@@ -151,7 +151,7 @@ def test_seed_inputs_are_shown_to_the_generator(tmp_path):
         seen: list[str] = []
 
         def _answer(self, conv):
-            self.seen.append(conv[-1]["content"])
+            self.seen.append(conv[0]["content"])
             return super()._answer(conv)
 
     seeds = [f"seed problem number {i}" for i in range(8)]
@@ -178,3 +178,28 @@ def test_given_inputs_come_first_and_the_generator_tops_up(tmp_path):
     records = run.read("inputs")
     assert [r["input"] for r in records[:2]] == ["list /tmp", "count users"]
     assert len(records) == 6 and len({r["id"] for r in records}) == 6
+
+
+def test_request_ends_with_the_prefill_and_the_answer_is_read_after_it(tmp_path):
+    from genpi.synth.inputs import continued, input_request
+    from synth_scripted import ScriptedBackend
+
+    request = input_request(SHELL, 3, [], "1.")
+    assert request[-1] == {"role": "assistant", "content": "1."}
+    assert input_request(SHELL, 3, [])[-1]["role"] == "user"
+    # The generator continues after "1."; an endpoint that ignored the prefill starts over.
+    assert continued("1.", "list /tmp\n2. count users") == "1. list /tmp\n2. count users"
+    assert continued("1.", "1. list /tmp") == "1. list /tmp"
+    assert continued("", "list /tmp") == "list /tmp"
+
+    class Continuing(ScriptedBackend):
+        def _answer(self, conv):
+            assert conv[-1] == {"role": "assistant", "content": "1."}
+            return "list /tmp\n2. #2. count users\n3. show the disk usage of /var"
+
+    run, _ = _stage(tmp_path, Continuing(), n=3)
+    assert [r["input"] for r in run.read("inputs")] == [
+        "list /tmp",
+        "count users",
+        "show the disk usage of /var",
+    ]

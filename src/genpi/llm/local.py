@@ -69,8 +69,14 @@ class LocalBackend:
             yield
 
     def encode(self, conversation: Conversation) -> list[int]:
+        # A conversation that ends with an assistant message is continued from that text (a
+        # prefill), so a small model can be started on the shape of the answer ("1.").
+        prefill = bool(conversation) and conversation[-1]["role"] == "assistant"
         text = self.tokenizer.apply_chat_template(
-            conversation, tokenize=False, add_generation_prompt=True
+            conversation,
+            tokenize=False,
+            add_generation_prompt=not prefill,
+            continue_final_message=prefill,
         )
         # The chat template already holds the special tokens; adding more would shift training/inference.
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

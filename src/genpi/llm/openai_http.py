@@ -79,6 +79,10 @@ class OpenAIBackend:
             body["seed"] = params.seed + index  # distinct but reproducible per conversation
         if params.stop:
             body["stop"] = list(params.stop)
+        if conversation and conversation[-1]["role"] == "assistant":
+            # Continue the assistant's prefill (vLLM's and SGLang's chat extensions).
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
         return body
 
     def _one(self, conversation: Conversation, params: SamplingParams, index: int) -> Generation:

@@ -48,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="inputs to use first (one per line or JSONL); the generator writes the rest up to --n",
     )
+    parser.add_argument(
+        "--input-prefill",
+        default=None,
+        help="text the generator's list starts from (default '1.'; '' for an endpoint that cannot "
+        "continue an assistant message)",
+    )
     parser.add_argument("--max-turns", type=int, default=None, help="agent turns per conversation")
     parser.add_argument(
         "--heldout-fraction", type=float, default=None, help="inputs kept out of training"
@@ -81,6 +87,7 @@ def build_config(args: argparse.Namespace, recorded: dict | None = None):
             ("heldout_fraction", args.heldout_fraction),
             ("batch_size", args.batch_size),
             ("seed", args.seed),
+            ("input_prefill", getattr(args, "input_prefill", None)),
         )
         if value is not None
     }

@@ -18,6 +18,9 @@ class SynthConfig:
     input_temperature: float = 1.0
     input_top_p: float = 0.9
     input_max_new_tokens: int = 1024
+    # The generator's answer is started with this text, so a small model writes the list instead
+    # of chatting about the prompt ("" for an endpoint without continue_final_message).
+    input_prefill: str = "1."
     max_seed_demos: int = 5  # demonstration inputs shown per request (from --seed-inputs)
     near_duplicate_jaccard: float = 0.8  # token-set Jaccard at or above which two inputs are one
     max_input_requests: int | None = None  # None: 4 requests per ceil(n / num_gen_once), at least 8

@@ -27,6 +27,9 @@ from genpi.synth.rundir import RunDir
 
 # "1. x", "1) x", "(1) x", "**1.** x", "#1: x"; a bullet ("- x", "* x") only when nothing is numbered.
 _NUMBERED = re.compile(r"^\s*(?:\*\*|__)?[#(]?(\d{1,3})(?:[.):]|\s*-)(?:\*\*|__)?\s+(\S.*)$")
+# A number written again inside an item ("1. #2. Check ..."), as small generators do.
+_ECHOED_NUMBER = re.compile(r"^#?\d{1,3}[.)]\s+")
+_FIRST_ITEM = re.compile(r"^\s*(?:\*\*|__)?[#(]?1[.):]", re.M)
 _BULLET = re.compile(r"^\s*[-*\u2022]\s+(\S.*)$")
 _LABEL = re.compile(
     r"^(?:\*\*)?(?:task|problem|question|input|user input|request)\s*\d*\s*:(?:\*\*)?\s*", re.I
@@ -68,6 +71,7 @@ def _collect(lines: list[str], marker: re.Pattern[str], *, group: int) -> list[s
 
 def clean_item(item: str) -> str:
     item = item.strip()
+    item = _ECHOED_NUMBER.sub("", item)
     item = _LABEL.sub("", item).strip()
     if len(item) >= 2 and item[0] == item[-1] and item[0] in "\"'`":
         item = item[1:-1].strip()
@@ -193,8 +197,13 @@ def read_seed_inputs(path: str | Path) -> list[str]:
     return seeds
 
 
-def input_request(prompt: Prompt, k: int, demos: list[str]) -> list[dict[str, str]]:
-    """The generator's request for ``k`` new inputs to the task the prompt sets up."""
+def input_request(
+    prompt: Prompt, k: int, demos: list[str], prefill: str = ""
+) -> list[dict[str, str]]:
+    """The generator's request for ``k`` new inputs to the task the prompt sets up.
+
+    With ``prefill``, the request ends with an assistant message the generator continues.
+    """
     # The task is stated before and after the prompt: small generators lose it in a long prompt.
     lines = [
         f"Write {k} new user inputs for the AI assistant set up by the prompt below, as a "
@@ -218,7 +227,29 @@ def input_request(prompt: Prompt, k: int, demos: list[str]) -> list[dict[str, st
         "describes. Write only the input itself (not the surrounding template, no answers), as a "
         f"numbered list from 1 to {k}, one item per number, and nothing else."
     ]
-    return [{"role": "user", "content": "\n".join(lines)}]
+    request = [{"role": "user", "content": "\n".join(lines)}]
+    if prefill:
+        request.append({"role": "assistant", "content": prefill})
+    return request
+
+
+def continued(prefill: str, text: str) -> str:
+    """The whole answer: the prefill, then what the generator wrote after it."""
+    if not prefill or _FIRST_ITEM.search(text):
+        return text  # an endpoint that ignored the prefill and wrote the list from item 1
+    return prefill + ("" if text[:1].isspace() else " ") + text
+
+
+def read_items(prefill: str, text: str, k: int) -> list[str]:
+    """The items of a generator's answer to a request for ``k`` inputs.
+
+    After a prefill, an answer that never reaches item 2 is chatter (a refusal, a comment on the
+    prompt) that the prefill's "1." made look like an item, so it counts as no list.
+    """
+    items = parse_list(continued(prefill, text))
+    if prefill and k >= 2 and len(items) < 2:
+        return []
+    return items
 
 
 # -- the stage ---------------------------------------------------------------------------------
@@ -294,7 +325,9 @@ def run_inputs(
                         if seed_inputs
                         else []
                     )
-                    conversations.append(input_request(run.prompt, config.num_gen_once, demos))
+                    conversations.append(
+                        input_request(run.prompt, config.num_gen_once, demos, config.input_prefill)
+                    )
                 params = SamplingParams(
                     max_new_tokens=config.input_max_new_tokens,
                     temperature=config.input_temperature,
@@ -315,7 +348,7 @@ def run_inputs(
                 records = []
                 for gen in generations:
                     new["responses"] += 1
-                    items = parse_list(gen.text)
+                    items = read_items(config.input_prefill, gen.text, config.num_gen_once)
                     if not items:
                         new["no_list"] += 1
                         new["last_answer_without_list"] = gen.text[:300]  # for the user to judge
