@@ -187,3 +187,34 @@ def test_collator_pads_each_stream_and_masks_padding(tokenizer):
         assert ids.shape == mask.shape == labels.shape
         assert (labels[mask == 0] == IGNORE).all()
         assert int(mask[0].sum()) == len(dataset[0][stream].input_ids)
+
+
+def test_the_prompts_demonstrations_are_context_in_the_teachers_view(tokenizer):
+    """A prompt with a demonstration turn: teacher-side streams train on the task's turns only,
+    so the teacher's targets are the student's (KLD pairs them token by token)."""
+    from genpi.train.config import make_config
+    from genpi.train.methods import first_answer_with_teacher, prepended, with_teacher
+
+    demo = Prompt(
+        messages=(
+            {"role": "system", "content": "Answer with Thought: and Action: lines."},
+            {"role": "user", "content": "count files in /etc"},
+            {"role": "assistant", "content": "Thought: count.\nAction: run[ls /etc | wc -l]"},
+        ),
+        name="with-demo",
+    )
+    ex = example()
+    config = make_config(prepend_prob=1.0)
+    for streams in (
+        with_teacher(ex, demo, config),
+        first_answer_with_teacher(ex, demo, config),
+        {"teacher": prepended(ex, demo, config)["sft"]},
+    ):
+        teacher = encode_conversation(tokenizer, streams["teacher"])
+        assert labelled_runs(tokenizer, teacher) == ["Action: run[ls]" + tokenizer.eos_token]
+        if "sft" in streams:
+            student = encode_conversation(tokenizer, streams["sft"])
+            assert student.target_tokens == teacher.target_tokens
+    # Unmarked, the same demonstration is a target (the student view of a plain conversation).
+    plain = encode_conversation(tokenizer, ex.teacher_conversation(demo))
+    assert len(labelled_runs(tokenizer, plain)) == 2

@@ -22,6 +22,9 @@ from genpi.errors import GenpiError
 from genpi.prompt import Message, Prompt
 
 IGNORE = -100  # the label the losses skip (losses.IGNORE; kept here so tokenizing needs no torch)
+# A message with this key set to False is context: an assistant turn that is not a target (the
+# prompt's demonstrations in the teacher's view). The key is removed before rendering.
+TARGET_KEY = "target"
 
 
 class TemplateError(GenpiError):
@@ -82,10 +85,16 @@ def assistant_char_spans(
 
 
 def encode_conversation(tokenizer: Any, messages: Sequence[Message]) -> Sample:
-    """Token ids of the rendered conversation, labels on the assistant turns' tokens only."""
+    """Token ids of the rendered conversation, labels on the assistant turns' tokens only.
+
+    Assistant turns marked ``{TARGET_KEY: False}`` are context and get no labels.
+    """
     if not getattr(tokenizer, "is_fast", False):
         raise TemplateError("training needs a fast (Rust) tokenizer for character offsets")
-    full, spans = assistant_char_spans(tokenizer, messages)
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    full, all_spans = assistant_char_spans(tokenizer, plain)
+    targets = [m.get(TARGET_KEY, True) is not False for m in messages if m["role"] == "assistant"]
+    spans = [span for span, target in zip(all_spans, targets, strict=True) if target]
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     labels = []
     for token, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True):

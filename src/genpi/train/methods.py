@@ -23,7 +23,7 @@ from genpi.data import Example
 from genpi.errors import GenpiError
 from genpi.prompt import Message, Prompt
 from genpi.train.config import TrainConfig
-from genpi.train.datasets import PGLayout, pg_messages
+from genpi.train.datasets import TARGET_KEY, PGLayout, pg_messages
 
 if TYPE_CHECKING:  # torch is imported where losses are computed, not to list the methods
     import torch
@@ -75,6 +75,13 @@ def conversation_and_pg(layout: PGLayout) -> Builder:
     return build
 
 
+def _prompt_as_context(messages: list[Message], prompt: Prompt) -> list[Message]:
+    """The teacher's view with the prompt's own turns as context: its demonstrations are not
+    targets (only the task's turns are, as in the student's view)."""
+    n = len(prompt.messages)
+    return [{**m, TARGET_KEY: False} if i < n else m for i, m in enumerate(messages)]  # type: ignore[dict-item]
+
+
 def prepended(example: Example, prompt: Prompt, config: TrainConfig) -> Streams | None:
     """The conversation with the prompt kept in the input with probability ``prepend_prob``.
 
@@ -83,8 +90,9 @@ def prepended(example: Example, prompt: Prompt, config: TrainConfig) -> Streams 
     if conversation(example, prompt, config) is None:
         return None
     keep = random.Random(f"{config.seed}:{example.id}").random() < config.prepend_prob
-    view = example.teacher_conversation if keep else example.student_conversation
-    return {"sft": view(prompt)}
+    if keep:
+        return {"sft": _prompt_as_context(example.teacher_conversation(prompt), prompt)}
+    return {"sft": example.student_conversation(prompt)}
 
 
 def with_teacher(example: Example, prompt: Prompt, config: TrainConfig) -> Streams | None:
@@ -92,7 +100,7 @@ def with_teacher(example: Example, prompt: Prompt, config: TrainConfig) -> Strea
         return None
     return {
         "sft": example.student_conversation(prompt),
-        "teacher": example.teacher_conversation(prompt),
+        "teacher": _prompt_as_context(example.teacher_conversation(prompt), prompt),
     }
 
 
@@ -112,7 +120,7 @@ def first_answer_with_teacher(
     answer = [{"role": "assistant", "content": example.teacher_output}]
     return {
         "sft": prompt.student_messages(example.input) + answer,
-        "teacher": prompt.teacher_messages(example.input) + answer,
+        "teacher": _prompt_as_context(prompt.teacher_messages(example.input) + answer, prompt),
     }
 
 
