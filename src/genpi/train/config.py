@@ -105,7 +105,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "effective_batch": 4,
         "epochs": 1.0,
         "max_steps": 30,
-        "learning_rate": 3e-4,
+        "learning_rate": 1e-3,
         "warmup_ratio": 0.0,
         "save_steps": 10,
     },
