@@ -23,9 +23,9 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-# The embedded 135M model cannot write lists of pseudo inputs (see README), so the demo gives it
-# the example's inputs file; with a stronger --generator, drop --inputs-file. The adapters are
-# scored on held-out inputs never trained on (examples/shell_agent_eval_inputs.txt).
+# The embedded 135M model writes lists of pseudo inputs but rarely real tasks (see README), so
+# the demo gives it the example's inputs file; with a stronger --generator, drop --inputs-file.
+# The adapters are scored on inputs never trained on (examples/shell_agent_eval_inputs.txt).
 demo: install
 	$(VENV)/bin/genpi internalize examples/shell_agent.json --out runs/demo --preset quick \
 		--inputs-file examples/shell_agent_inputs.txt --eval-inputs examples/shell_agent_eval_inputs.txt

@@ -29,7 +29,6 @@ from genpi.synth.rundir import RunDir
 _NUMBERED = re.compile(r"^\s*(?:\*\*|__)?[#(]?(\d{1,3})(?:[.):]|\s*-)(?:\*\*|__)?\s+(\S.*)$")
 # A number written again inside an item ("1. #2. Check ..."), as small generators do.
 _ECHOED_NUMBER = re.compile(r"^#?\d{1,3}[.)]\s+")
-_FIRST_ITEM = re.compile(r"^\s*(?:\*\*|__)?[#(]?1[.):]", re.M)
 _BULLET = re.compile(r"^\s*[-*\u2022]\s+(\S.*)$")
 _LABEL = re.compile(
     r"^(?:\*\*)?(?:task|problem|question|input|user input|request)\s*\d*\s*:(?:\*\*)?\s*", re.I
@@ -235,7 +234,8 @@ def input_request(
 
 def continued(prefill: str, text: str) -> str:
     """The whole answer: the prefill, then what the generator wrote after it."""
-    if not prefill or _FIRST_ITEM.search(text):
+    lines = text.splitlines()
+    if not prefill or any((m := _NUMBERED.match(line)) and m.group(1) == "1" for line in lines):
         return text  # an endpoint that ignored the prefill and wrote the list from item 1
     return prefill + ("" if text[:1].isspace() else " ") + text
 
