@@ -21,6 +21,7 @@ from genpi.llm.base import (
     Generation,
     Message,
     SamplingParams,
+    continues_reply,
     cut_at_stop,
 )
 
@@ -32,6 +33,7 @@ __all__ = [
     "Generation",
     "Message",
     "SamplingParams",
+    "continues_reply",
     "cut_at_stop",
     "load_backend",
 ]

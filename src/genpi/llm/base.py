@@ -66,6 +66,12 @@ class Backend(Protocol):
     ) -> list[Generation]: ...
 
 
+def continues_reply(conversation: Conversation) -> bool:
+    """A conversation that ends with an assistant message asks to continue that message (a
+    prefill, e.g. "1." to start a list) rather than to answer it with a new one."""
+    return bool(conversation) and conversation[-1]["role"] == "assistant"
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` at the first stop string; return the text and whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)

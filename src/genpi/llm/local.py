@@ -13,6 +13,7 @@ from genpi.llm.base import (
     Conversation,
     Generation,
     SamplingParams,
+    continues_reply,
     cut_at_stop,
 )
 
@@ -69,17 +70,7 @@ class LocalBackend:
             yield
 
     def encode(self, conversation: Conversation) -> list[int]:
-        # A conversation that ends with an assistant message is continued from that text (a
-        # prefill), so a small model can be started on the shape of the answer ("1.").
-        prefill = bool(conversation) and conversation[-1]["role"] == "assistant"
-        text = self.tokenizer.apply_chat_template(
-            conversation,
-            tokenize=False,
-            add_generation_prompt=not prefill,
-            continue_final_message=prefill,
-        )
-        # The chat template already holds the special tokens; adding more would shift training/inference.
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode_chat(self.tokenizer, conversation)
 
     def generate(
         self, conversations: Sequence[Conversation], params: SamplingParams = GREEDY
@@ -137,6 +128,20 @@ class LocalBackend:
             finish = "stop" if ended or stopped else "length"
             generations.append(Generation(text.strip(), len(ids), n, finish))
         return generations
+
+
+def encode_chat(tokenizer: Any, conversation: Conversation) -> list[int]:
+    """Token ids of a conversation as the model continues it: with the generation prompt, or
+    after a final assistant message's text (``continues_reply``)."""
+    prefill = continues_reply(conversation)
+    text = tokenizer.apply_chat_template(
+        conversation,
+        tokenize=False,
+        add_generation_prompt=not prefill,
+        continue_final_message=prefill,
+    )
+    # The chat template already holds the special tokens; adding more would shift training/inference.
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def eos_ids(model: Any, tokenizer: Any) -> set[int]:

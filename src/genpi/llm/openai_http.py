@@ -17,6 +17,7 @@ from genpi.llm.base import (
     Conversation,
     Generation,
     SamplingParams,
+    continues_reply,
     cut_at_stop,
 )
 
@@ -79,7 +80,7 @@ class OpenAIBackend:
             body["seed"] = params.seed + index  # distinct but reproducible per conversation
         if params.stop:
             body["stop"] = list(params.stop)
-        if conversation and conversation[-1]["role"] == "assistant":
+        if continues_reply(conversation):
             # Continue the assistant's prefill (vLLM's and SGLang's chat extensions).
             body["continue_final_message"] = True
             body["add_generation_prompt"] = False

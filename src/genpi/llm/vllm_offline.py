@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from genpi.llm.base import GREEDY, BackendError, Conversation, Generation, SamplingParams
+from genpi.llm.base import (
+    GREEDY,
+    BackendError,
+    Conversation,
+    Generation,
+    SamplingParams,
+    continues_reply,
+)
 
 
 class VLLMBackend:
@@ -44,18 +51,26 @@ class VLLMBackend:
             seed=params.seed,
             stop=list(params.stop) or None,
         )
-        outputs = self._llm.chat(
-            list(conversations), sampling, lora_request=self._lora, use_tqdm=False
-        )
-        results = []
-        for out in outputs:
-            completion = out.outputs[0]
-            results.append(
-                Generation(
+        # vLLM takes the continue/answer choice per call: one call per kind, answers in order.
+        results: list[Generation | None] = [None] * len(conversations)
+        for prefill in (False, True):
+            idx = [i for i, c in enumerate(conversations) if continues_reply(c) == prefill]
+            if not idx:
+                continue
+            outputs = self._llm.chat(
+                [conversations[i] for i in idx],
+                sampling,
+                lora_request=self._lora,
+                use_tqdm=False,
+                add_generation_prompt=not prefill,
+                continue_final_message=prefill,
+            )
+            for i, out in zip(idx, outputs, strict=True):
+                completion = out.outputs[0]
+                results[i] = Generation(
                     text=completion.text.strip(),
                     prompt_tokens=len(out.prompt_token_ids or []),
                     completion_tokens=len(completion.token_ids),
                     finish_reason="length" if completion.finish_reason == "length" else "stop",
                 )
-            )
-        return results
+        return [r for r in results if r is not None]

@@ -199,12 +199,11 @@ class Engine:
 
     # -- requests -----------------------------------------------------------------------------
     def encode(self, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of a conversation with the generation prompt, as LocalBackend encodes it."""
+        """Token ids of a conversation, as LocalBackend encodes it."""
+        from genpi.llm.local import encode_chat
+
         with self._tokenizer_lock:
-            text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            return encode_chat(self.tokenizer, messages)
 
     def submit(self, request: GenRequest) -> None:
         if request.adapter is not None and request.adapter not in self.adapters:
