@@ -169,6 +169,13 @@ def main(args: argparse.Namespace) -> int:
         print_report=True,
     )
     del model_backend, generator_backend  # free the weights before training loads its own copy
+    # Checked before training, which can take hours, not after it.
+    heldout = bool(load_examples(out, split="heldout"))
+    if not heldout and not args.eval_inputs:
+        raise GenpiError(
+            f"{out} has no held-out inputs to evaluate on (the split kept none of {synth_config.n}): "
+            "give --eval-inputs FILE, a larger --n, or a larger heldout_fraction"
+        )
 
     adapters = []
     for i, method in enumerate(methods, 1):
@@ -179,12 +186,6 @@ def main(args: argparse.Namespace) -> int:
         config = make_config(preset.train_preset, **overrides)
         adapters.append(train(out, method, config, model_ref=model_ref))
 
-    heldout = bool(load_examples(out, split="heldout"))
-    if not heldout and not args.eval_inputs:
-        raise GenpiError(
-            f"{out} has no held-out inputs to evaluate on (the split kept none of {synth_config.n}): "
-            "give --eval-inputs FILE, a larger --n, or a larger heldout_fraction"
-        )
     sets = ["held-out inputs"] * heldout + [str(args.eval_inputs)] * bool(args.eval_inputs)
     stage(f"3/4 evaluation: {' and '.join(sets)}")
     summaries = evaluate(
