@@ -115,3 +115,28 @@ def test_a_final_assistant_message_is_continued_not_answered(tiny_backend):
     assert continued_ids[: len(answer_ids)] == answer_ids
     gen = tiny_backend.generate([prefilled], SamplingParams(max_new_tokens=4))[0]
     assert gen.prompt_tokens == len(continued_ids)
+
+
+def test_threads_take_turns_on_one_local_model(tiny_backend, monkeypatch):
+    """eval-os --concurrency calls one backend from several threads: they must not overlap."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    params = SamplingParams(max_new_tokens=3)
+    expected = [tiny_backend.generate([c], params)[0].text for c in CONVERSATIONS]
+    active, peak = [0], [0]
+    original = tiny_backend._generate_batch
+
+    def spy(batch, p):
+        active[0] += 1
+        peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)  # long enough for another thread to arrive while this one runs
+        try:
+            return original(batch, p)
+        finally:
+            active[0] -= 1
+
+    monkeypatch.setattr(tiny_backend, "_generate_batch", spy)
+    with ThreadPoolExecutor(len(CONVERSATIONS)) as pool:
+        texts = list(pool.map(lambda c: tiny_backend.generate([c], params)[0].text, CONVERSATIONS))
+    assert peak[0] == 1 and texts == expected

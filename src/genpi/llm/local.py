@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ class LocalBackend:
         self.tokenizer = tokenizer
         self.name = name
         self.batch_size = batch_size
+        # One set of weights: callers on several threads (eval-os --concurrency) take turns.
+        self._lock = threading.Lock()
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -74,6 +77,12 @@ class LocalBackend:
 
     def generate(
         self, conversations: Sequence[Conversation], params: SamplingParams = GREEDY
+    ) -> list[Generation]:
+        with self._lock:
+            return self._generate_all(conversations, params)
+
+    def _generate_all(
+        self, conversations: Sequence[Conversation], params: SamplingParams
     ) -> list[Generation]:
         import torch
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import threading
 from typing import Any
 
 from genpi.osbench.task import EMPTY_OUTPUT, OUTPUT_PREFIX, Message, Problem
@@ -72,8 +71,6 @@ class LLMAgent:
         self.with_prompt = with_prompt
         self.params = params or SamplingParams(max_new_tokens=384, temperature=0.0)
         self.name = f"{getattr(backend, 'name', 'llm')}{'' if with_prompt else ' (no prompt)'}"
-        # A local model is one set of weights: problems running in parallel take turns on it.
-        self._lock = threading.Lock()
 
     def begin(self, problem: Problem) -> list[Message]:
         if self.with_prompt:
@@ -81,5 +78,6 @@ class LLMAgent:
         return self.prompt.student_messages(problem.description)
 
     def act(self, problem: Problem, conversation: list[Message]) -> str:
-        with self._lock:
-            return self.backend.generate([list(conversation)], self.params)[0].text
+        # Problems run in parallel call this from several threads; a local backend serialises
+        # them itself, an HTTP one serves them concurrently.
+        return self.backend.generate([list(conversation)], self.params)[0].text
