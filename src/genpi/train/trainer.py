@@ -436,7 +436,7 @@ def train(
         max_steps=config.max_steps,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        warmup_steps=config.warmup_ratio,  # transformers>=5: a float in [0, 1) is a ratio
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         logging_steps=config.logging_steps,
