@@ -58,5 +58,11 @@ def test_internalize_quick_produces_adapter_eval_and_table(tmp_path, example_pro
     assert rows and "| |" not in rows[0] and " - |" not in rows[0]  # every column filled
     assert "upper_bound" in result.stdout and "done in" in result.stdout
     # a second run resumes everything and trains nothing again
+    written = {
+        p: p.stat().st_mtime_ns
+        for p in [adapter / "adapter_model.safetensors", *out.glob("*.jsonl")]
+    }
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in written} == written
+    assert "already trained with this config" in again.stdout + again.stderr
