@@ -203,3 +203,12 @@ def test_cli_reuses_the_run_dirs_recorded_settings(tmp_path, example_prompt_path
     assert config.n == 16  # an explicit preset wins over the recorded settings
     config = build_config(parser.parse_args(["--out", str(out), "--max-new-tokens", "7"]), recorded)
     assert (config.agent_max_new_tokens, config.reason_max_new_tokens, config.n) == (7, 7, 5)
+
+
+def test_the_runs_model_is_read_from_its_manifest_when_loadable():
+    from genpi.data import model_from_manifest
+
+    assert model_from_manifest({"models": {"model": "smollm2-135m"}}) == "smollm2-135m"
+    assert model_from_manifest({"models": {"model": "vllm:org/m"}}) == "org/m"
+    assert model_from_manifest({"models": {"model": "m@http://h/v1"}}) is None  # an endpoint
+    assert model_from_manifest({}) is None

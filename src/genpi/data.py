@@ -50,6 +50,15 @@ class Example:
         return prompt.teacher_messages(self.input) + [dict(t) for t in self.turns]
 
 
+def model_from_manifest(manifest: dict[str, Any]) -> str | None:
+    """The model a run's data was synthesized with (``manifest.json``'s ``models.model``), when
+    it is one this process can load: not an HTTP endpoint; a ``vllm:`` prefix dropped."""
+    ref = (manifest.get("models") or {}).get("model")
+    if not isinstance(ref, str) or "://" in ref:
+        return None
+    return ref.removeprefix("vllm:")
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL file, dropping a torn last line (a write cut off by a crash)."""
     path = Path(path)

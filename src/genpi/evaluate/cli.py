@@ -122,25 +122,6 @@ def find_adapters(run_dir: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / "adapter_config.json").exists())
 
 
-def _manifest_model(run_dir: Path) -> str | None:
-    path = run_dir / "manifest.json"
-    if not path.exists():
-        return None
-    manifest = json.loads(path.read_text())
-    for key in ("model", "student_model", "target_model", "base_model"):
-        if isinstance(manifest.get(key), str):
-            return manifest[key]
-    models = manifest.get("models")
-    if isinstance(models, dict):
-        for key in ("model", "student", "target", "teacher", "base"):
-            value = models.get(key)
-            if isinstance(value, str):
-                return value
-            if isinstance(value, dict) and isinstance(value.get("ref"), str):
-                return value["ref"]
-    return None
-
-
 def default_model(run_dir: Path, adapters: Sequence[Path]) -> str:
     from genpi.adapter import read_adapter_info
     from genpi.models import DEFAULT_MODEL
@@ -150,7 +131,11 @@ def default_model(run_dir: Path, adapters: Sequence[Path]) -> str:
             return read_adapter_info(adapter).base_model
         except GenpiError:
             continue
-    return _manifest_model(run_dir) or DEFAULT_MODEL
+    from genpi.data import model_from_manifest
+
+    path = run_dir / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    return model_from_manifest(manifest) or DEFAULT_MODEL
 
 
 def default_prompt(run_dir: Path, adapters: Sequence[Path]) -> Prompt:

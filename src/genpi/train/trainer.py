@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from genpi.adapter import INFO_FILE, AdapterInfo, write_adapter_info
-from genpi.data import Example, load_examples, read_jsonl
+from genpi.data import Example, load_examples, model_from_manifest, read_jsonl
 from genpi.errors import GenpiError
 from genpi.models import DEFAULT_MODEL, resolve_model, sha256_file
 from genpi.prompt import Prompt, load_prompt
@@ -58,14 +58,6 @@ def read_run(run_dir: Path) -> tuple[Prompt, dict[str, Any]]:
             f"was synthesized for ({recorded[:12]}): restore prompt.json or synthesize again"
         )
     return prompt, manifest
-
-
-def model_from_manifest(manifest: dict[str, Any]) -> str | None:
-    """The model the run's data was synthesized with, when it is one this process can load."""
-    ref = (manifest.get("models") or {}).get("model")
-    if not isinstance(ref, str) or "://" in ref:
-        return None
-    return ref.removeprefix("vllm:")
 
 
 def data_fingerprint(examples: Sequence[Example]) -> str:
