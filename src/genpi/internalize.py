@@ -127,6 +127,7 @@ def main(args: argparse.Namespace) -> int:
     from genpi.llm import load_backend
     from genpi.models import DEFAULT_MODEL
     from genpi.prompt import load_prompt
+    from genpi.synth.cli import backend_name
     from genpi.synth.config import SynthConfig
     from genpi.synth.inputs import read_seed_inputs
     from genpi.synth.pipeline import synthesize
@@ -164,8 +165,9 @@ def main(args: argparse.Namespace) -> int:
         force=args.force,
         seed_inputs=read_seed_inputs(args.seed_inputs) if args.seed_inputs else None,
         given_inputs=read_seed_inputs(args.inputs_file) if args.inputs_file else None,
-        model_name=model_ref,
-        generator_name=generator_ref,
+        # Recorded as `genpi synth` records them, so either command resumes the other's run.
+        model_name=backend_name(model_ref),
+        generator_name=backend_name(generator_ref),
         print_report=True,
     )
     del model_backend, generator_backend  # free the weights before training loads its own copy
