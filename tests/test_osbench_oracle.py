@@ -92,3 +92,9 @@ def test_cli_oracle_run_and_upper_bound(agentbench_dir, factory, tmp_path, capsy
     assert main([*first, "--out", str(tmp_path / "b"), "--upper-bound", bound]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert '"normalized": 1.0' in line and '"pass": 3' in line
+    # Another --limit resumes the same run; another command timeout is another run.
+    more = ["eval-os", "--data", data, "--oracle", "--limit", "4", "--backend", "namespace"]
+    assert main([*more, "--out", str(tmp_path / "a")]) == 0
+    assert len(list((tmp_path / "a" / "transcripts").glob("*.jsonl"))) == 4
+    assert main([*first, "--out", str(tmp_path / "a"), "--timeout", "5"]) == 2
+    assert "other settings" in capsys.readouterr().err

@@ -70,6 +70,7 @@ def build_agent(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
+    from genpi.osbench.agents import LLMAgent
     from genpi.osbench.runner import evaluate, read_upper_bound
     from genpi.osbench.sandbox import Limits, SandboxFactory
     from genpi.osbench.task import load_problems
@@ -86,14 +87,18 @@ def main(args: argparse.Namespace) -> int:
         limits=Limits(command_timeout=args.timeout),
     )
     agent = build_agent(args)
+    # Everything that changes a problem's outcome; a rerun with the same settings resumes (a
+    # different --limit only picks other problems, so it is not a setting).
     config = {
         "data": str(Path(args.data).resolve()),
         "split": args.split,
-        "limit": args.limit,
         "adapter": args.adapter,
         "no_prompt": args.no_prompt,
-        "sandbox": factory.backend,
+        "sandbox": factory.describe(),
     }
+    if isinstance(agent, LLMAgent):
+        config["prompt"] = agent.prompt.fingerprint
+        config["params"] = agent.params.to_dict()
     summary = evaluate(
         problems,
         agent,
