@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,20 @@ def agentbench_dir() -> Path:
     if not AGENTBENCH.is_dir():
         pytest.skip(f"AgentBench data not found at {AGENTBENCH} (../shared beside the checkout)")
     return AGENTBENCH
+
+
+@pytest.fixture(scope="session")
+def sandbox_rootfs() -> Path:
+    """The namespace sandbox's root filesystem (built once), else a skip with the reason; a
+    failure instead where GENPI_REQUIRE_SANDBOX=1 (.ci/run sets it), so CI cannot skip silently."""
+    from genpi.osbench.sandbox import ready_rootfs
+
+    path, reason = ready_rootfs()
+    if path is None:
+        if os.environ.get("GENPI_REQUIRE_SANDBOX") == "1":
+            pytest.fail(f"namespace sandbox required (GENPI_REQUIRE_SANDBOX=1) but: {reason}")
+        pytest.skip(f"namespace sandbox unavailable here: {reason}")
+    return path
 
 
 @pytest.fixture(scope="session")

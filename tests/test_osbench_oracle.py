@@ -8,7 +8,7 @@ import pytest
 
 from genpi.osbench.agents import OracleAgent
 from genpi.osbench.runner import evaluate
-from genpi.osbench.sandbox import Limits, SandboxFactory, ready_rootfs
+from genpi.osbench.sandbox import Limits, SandboxFactory
 from genpi.osbench.task import load_problems, run_episode
 
 # Every failure the oracle is allowed, with why (docs/osbench.md repeats these).
@@ -20,11 +20,8 @@ KNOWN_FAILURES = {
 
 
 @pytest.fixture(scope="module")
-def factory():
-    path, reason = ready_rootfs()
-    if path is None:
-        pytest.skip(f"namespace sandbox unavailable here: {reason}")
-    return SandboxFactory(backend="namespace", rootfs=path, limits=Limits())
+def factory(sandbox_rootfs):
+    return SandboxFactory(backend="namespace", rootfs=sandbox_rootfs, limits=Limits())
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from genpi.osbench.sandbox import (
     Limits,
     NamespaceSandbox,
     _remove_cgroups,
-    ready_rootfs,
     stage_base,
 )
 
@@ -28,11 +27,8 @@ FAST = Limits(command_timeout=20.0, disk_bytes=64 << 20, processes=128, memory_b
 
 
 @pytest.fixture(scope="module")
-def rootfs():
-    path, reason = ready_rootfs()
-    if path is None:
-        pytest.skip(f"namespace sandbox unavailable here: {reason}")
-    return path
+def rootfs(sandbox_rootfs):
+    return sandbox_rootfs
 
 
 @pytest.fixture
