@@ -127,12 +127,12 @@ def test_threads_take_turns_on_one_local_model(tiny_backend, monkeypatch):
     active, peak = [0], [0]
     original = tiny_backend._generate_batch
 
-    def spy(batch, p):
+    def spy(*args):
         active[0] += 1
         peak[0] = max(peak[0], active[0])
         time.sleep(0.05)  # long enough for another thread to arrive while this one runs
         try:
-            return original(batch, p)
+            return original(*args)
         finally:
             active[0] -= 1
 

@@ -1,10 +1,13 @@
-"""Local transformers backend: batched, left-padded generation with the KV cache."""
+"""Local transformers backend: batched, left-padded generation with the KV cache, running a
+prefix that every conversation of a call shares (the prompt) once."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,9 @@ from genpi.llm.base import (
     cut_at_stop,
 )
 
+# Below this many common tokens the extra forward pass for the prefix is not worth it.
+SHARED_PREFIX_MIN_TOKENS = 64
+
 
 class LocalBackend:
     """Generate with a transformers model (optionally with a PEFT adapter) in this process."""
@@ -29,11 +35,15 @@ class LocalBackend:
         *,
         name: str = "local",
         batch_size: int = 16,
+        min_shared_prefix: int | None = SHARED_PREFIX_MIN_TOKENS,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
         self.batch_size = batch_size
+        # Conversations that start with the same tokens (one prompt, many inputs) run those
+        # tokens once per call; None turns it off (the benchmark's baseline).
+        self.min_shared_prefix = min_shared_prefix
         # One set of weights: callers on several threads (eval-os --concurrency) take turns.
         self._lock = threading.Lock()
         if tokenizer.pad_token is None:
@@ -87,27 +97,64 @@ class LocalBackend:
         import torch
 
         encoded = [self.encode(c) for c in conversations]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch
         results: list[Generation | None] = [None] * len(encoded)
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            for i, gen in zip(
-                idx, self._generate_batch([encoded[i] for i in idx], params), strict=True
-            ):
-                results[i] = gen
+        for rows, prefix in self._prefix_groups(encoded):
+            rows.sort(key=lambda i: len(encoded[i]))  # less padding per batch
+            for start in range(0, len(rows), self.batch_size):
+                idx = rows[start : start + self.batch_size]
+                batch = [encoded[i] for i in idx]
+                for i, gen in zip(idx, self._generate_batch(batch, params, prefix), strict=True):
+                    results[i] = gen
         return [r for r in results if r is not None]
 
-    def _generate_batch(self, batch: list[list[int]], params: SamplingParams) -> list[Generation]:
+    def _prefix_groups(
+        self, encoded: list[list[int]]
+    ) -> Iterator[tuple[list[int], SharedPrefix | None]]:
+        """Rows grouped by the prompt they start with, each group with its shared prefix run
+        once (None where no prefix is worth it: a lone row, short sequences, sharing off)."""
+        if self.min_shared_prefix is None:
+            yield list(range(len(encoded))), None
+            return
+        key_len = self.min_shared_prefix
+        groups: dict[tuple[int, ...] | None, list[int]] = {}
+        for i, ids in enumerate(encoded):
+            key = tuple(ids[:key_len]) if len(ids) > key_len else None
+            groups.setdefault(key, []).append(i)
+        unshared = groups.pop(None, [])
+        for rows in groups.values():
+            length = shared_prefix_length([encoded[i] for i in rows])
+            if len(rows) < 2 or length < key_len:
+                unshared.extend(rows)
+                continue
+            yield rows, SharedPrefix.compute(self.model, encoded[rows[0]][:length])
+        if unshared:
+            yield unshared, None
+
+    def _generate_batch(
+        self, batch: list[list[int]], params: SamplingParams, prefix: SharedPrefix | None = None
+    ) -> list[Generation]:
         import torch
 
         tok = self.tokenizer
-        width = max(len(ids) for ids in batch)
         pad = tok.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch])
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
         device = next(self.model.parameters()).device
+        shared = prefix.tokens if prefix is not None else []
+        # Layout per row: [shared prefix][padding][own suffix]. The attention mask hides the
+        # padding and generate's positions (cumsum of the mask) continue from the prefix, so
+        # each row sees exactly its own token sequence at its own positions.
+        suffixes = [ids[len(shared) :] for ids in batch]
+        width = len(shared) + max(len(s) for s in suffixes)
+        input_ids = torch.tensor(
+            [shared + [pad] * (width - len(shared) - len(s)) + s for s in suffixes]
+        )
+        attention = torch.tensor(
+            [
+                [1] * len(shared) + [0] * (width - len(shared) - len(s)) + [1] * len(s)
+                for s in suffixes
+            ]
+        )
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
             "pad_token_id": pad,
@@ -120,6 +167,8 @@ class LocalBackend:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
+        if prefix is not None:
+            kwargs["cache"] = prefix.cache_for(len(batch))
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
@@ -137,6 +186,43 @@ class LocalBackend:
             finish = "stop" if ended or stopped else "length"
             generations.append(Generation(text.strip(), len(ids), n, finish))
         return generations
+
+
+def shared_prefix_length(encoded: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix all sequences share, leaving every sequence at least one token
+    of its own (generation needs a last position to continue from)."""
+    if not encoded:
+        return 0
+    limit = min(len(ids) for ids in encoded) - 1
+    first = encoded[0]
+    n = 0
+    while n < limit and all(ids[n] == first[n] for ids in encoded):
+        n += 1
+    return n
+
+
+@dataclass
+class SharedPrefix:
+    """A token prefix's KV cache, computed once and copied for each batch that starts with it."""
+
+    tokens: list[int]
+    cache: Any
+
+    @classmethod
+    def compute(cls, model: Any, tokens: list[int]) -> SharedPrefix:
+        import torch
+
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            out = model(input_ids=torch.tensor([tokens], device=device), use_cache=True)
+        return cls(tokens=list(tokens), cache=out.cache)
+
+    def cache_for(self, rows: int) -> Any:
+        """A fresh cache of ``rows`` copies of the prefix: generate extends it in place, and
+        the next batch needs the prefix alone."""
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(rows)
+        return cache
 
 
 def encode_chat(tokenizer: Any, conversation: Conversation) -> list[int]:
