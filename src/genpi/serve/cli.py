@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from genpi.errors import GenpiError
+from genpi.serve.connections import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 
 API_KEY_ENV = "GENPI_API_KEY"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
@@ -86,6 +87,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch CPU threads (default: torch's; 1 is faster on a CPU shared with other jobs)",
     )
     parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT,
+        help="seconds a connection has to send a request's headers before it is closed",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="open connections at most; one more is answered 503 and closed",
+    )
+    parser.add_argument(
         "--drain-timeout",
         type=float,
         default=60.0,
@@ -97,12 +110,19 @@ def main(args: argparse.Namespace) -> int:
     import uvicorn
 
     from genpi.models import DEFAULT_MODEL
+    from genpi.serve.connections import uvicorn_options
     from genpi.serve.engine import load_engine
     from genpi.serve.server import ServeConfig, create_app
 
     model_ref = args.model or DEFAULT_MODEL
-    if args.max_batch_size < 1 or args.max_body_bytes < 1:
-        raise GenpiError("--max-batch-size and --max-body-bytes must be positive")
+    if args.max_batch_size < 1 or args.max_body_bytes < 1 or args.max_connections < 1:
+        raise GenpiError(
+            "--max-batch-size, --max-body-bytes and --max-connections must be positive"
+        )
+    if not args.header_timeout > 0:
+        raise GenpiError(
+            f"--header-timeout must be a positive number of seconds, not {args.header_timeout}"
+        )
     adapters = parse_adapters(args.adapter)
     if args.threads:
         import torch
@@ -150,5 +170,6 @@ def main(args: argparse.Namespace) -> int:
         port=args.port,
         log_level="warning",
         timeout_graceful_shutdown=args.drain_timeout,
+        **uvicorn_options(args.header_timeout, args.max_connections),
     )
     return 0

@@ -47,6 +47,10 @@ class Failed:
 
 Event = Delta | Finished | Failed
 _ids = itertools.count()
+# Below this a temperature decodes greedily (vLLM's convention): dividing the logits by 1e-300
+# overflows float32 (the scalar becomes 0, the logits inf, the probabilities NaN), and for any
+# temperature this small the sample is the argmax anyway.
+MIN_TEMPERATURE = 1e-5
 
 
 @dataclass
@@ -95,8 +99,9 @@ class _Row:
         self.tokens: list[int] = []
         self.sent = ""  # text already streamed
         self.generator = None
-        if request.temperature > 0:
+        if request.temperature >= MIN_TEMPERATURE:
             seed = request.seed if request.seed is not None else random.getrandbits(63)
+            # Raises on a seed out of 64 bits: the engine fails this row alone (see _start_rows).
             self.generator = torch.Generator().manual_seed(seed)
 
     def choose(self, logits: Any) -> int:
@@ -106,9 +111,16 @@ class _Row:
             return int(torch.argmax(logits))
         logits = logits / self.request.temperature
         probs = torch.softmax(logits, dim=-1)
+        if not bool(torch.isfinite(probs).all()):
+            raise ValueError(
+                f"the token probabilities at temperature {self.request.temperature} are not finite"
+            )
         if self.request.top_p < 1.0:
             sorted_probs, order = torch.sort(probs, descending=True)
             keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < self.request.top_p
+            # The most likely token always stays: a top_p that float32 rounds to 0 (1e-300)
+            # would otherwise keep none, and sampling from all zeros raises.
+            keep[0] = True
             sorted_probs = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
             pick = torch.multinomial(sorted_probs, 1, generator=self.generator)
             return int(order[pick])
@@ -288,11 +300,26 @@ class Engine:
         )
         return out.logits[:, -1, :].float().cpu()
 
+    def _start_rows(self, requests: list[GenRequest]) -> list[_Row]:
+        """A row per request; a request whose row cannot start (a seed out of range) fails alone."""
+        rows = []
+        for request in requests:
+            try:
+                rows.append(_Row(request, self._eos_ids))
+            except Exception as exc:
+                log.warning("request %s failed to start: %s", request.id, exc)
+                _deliver(request, Failed(f"generation failed for this request: {exc}"))
+        return rows
+
     def _prefill(self, requests: list[GenRequest]) -> _Batch:
         """Read the prompts (left-padded) into a fresh KV cache: the state before the first token."""
         import torch
         from transformers import DynamicCache
 
+        rows = self._start_rows(requests)
+        if not rows:
+            return _Batch([], DynamicCache(), None, None)
+        requests = [row.request for row in rows]
         pad = self.tokenizer.pad_token_id
         width = max(len(r.input_ids) for r in requests)
         ids = torch.tensor([[pad] * (width - len(r.input_ids)) + r.input_ids for r in requests])
@@ -302,7 +329,6 @@ class Engine:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
         logits = self._forward(ids, mask, positions, cache)
-        rows = [_Row(r, self._eos_ids) for r in requests]
         return _Batch(rows, cache, mask, positions[:, -1:], logits)
 
     def _advance(self, state: _Batch) -> _Batch:
@@ -315,8 +341,15 @@ class Engine:
             if row.request.cancelled.is_set():
                 self.rows_cancelled += 1
                 continue  # the client left: its slot is freed right away
-            token = row.choose(state.logits[i])
-            end = row.step(token, self.tokenizer)
+            try:
+                token = row.choose(state.logits[i])
+                end = row.step(token, self.tokenizer)
+            except Exception as exc:
+                # This row alone fails (its sampling, its text or its receiver broke): it leaves
+                # the batch like a cancelled row, and the other rows keep decoding.
+                log.exception("request %s failed mid-batch", row.request.id)
+                _deliver(row.request, Failed(f"generation failed for this request: {exc}"))
+                continue
             if end is not None:
                 _deliver(row.request, end)
             else:

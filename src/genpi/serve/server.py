@@ -32,6 +32,24 @@ log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 4
 DISCONNECT_CHECK_S = 0.5  # how often a non-streaming request checks that its client is still there
+# The seeds a 64-bit torch.Generator takes (signed or unsigned); a larger one failed its batch.
+SEED_RANGE = (-(1 << 63), (1 << 64) - 1)
+# OpenAI parameters this server does not implement, each with the values that ask for nothing
+# (what clients send by default): any other value gets a 400 naming the parameter, rather than an
+# answer that silently ignores it (a JSON mode or a tool call the client then fails to parse).
+UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "parallel_tool_calls": (None, True, False),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "response_format": (None, {"type": "text"}),
+    "logit_bias": (None, {}),
+    "presence_penalty": (None, 0),
+    "frequency_penalty": (None, 0),
+}
 
 
 class ApiError(Exception):
@@ -63,7 +81,15 @@ class ApiError(Exception):
             }
         }
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse(body, status_code=self.status, headers=headers)
+        return _AsciiJSONResponse(body, status_code=self.status, headers=headers)
+
+
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: an error message that quotes a client's text (even a lone
+    surrogate, which UTF-8 cannot encode) must still render, or the client gets a plain-text 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode("ascii")
 
 
 @dataclass
@@ -103,7 +129,7 @@ def _check_key(request: Request, config: ServeConfig) -> None:
         raise ApiError(401, "incorrect API key provided", code="invalid_api_key")
 
 
-async def _read_json(request: Request, limit: int) -> dict[str, Any]:
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     too_big = ApiError(
         413,
@@ -117,15 +143,61 @@ async def _read_json(request: Request, limit: int) -> dict[str, Any]:
         body += chunk
         if len(body) > limit:
             raise too_big
+    return bytes(body)
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 saying what is wrong with it.
+
+    CPU-bound on a large body: the server calls it off the event loop.
+    """
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise ApiError(
+            400,
+            "the request body is not valid JSON here: it is nested too deeply",
+            code="invalid_json",
+        ) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of 5000 digits
         raise ApiError(
             400, f"the request body is not valid JSON: {exc}", code="invalid_json"
         ) from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
+    bad = _lone_surrogate(data)
+    if bad is not None:
+        raise ApiError(
+            400,
+            f"'{bad}' holds a lone UTF-16 surrogate (such as \\ud800), which is not text: "
+            "escape a character outside the BMP as a surrogate pair, or send it as UTF-8",
+            param=bad,
+            code="invalid_text",
+        )
     return data
+
+
+def _lone_surrogate(data: Any) -> str | None:
+    """The path (``messages.0.content``) of the first string holding a lone surrogate, if any.
+
+    JSON's ``\\ud800`` escape decodes to one, and neither the tokenizer nor a UTF-8 response can
+    take it. Iterative, so that a deeply nested body cannot exhaust the stack here.
+    """
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return path or "(body)"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((f"{path}.{key}" if path else str(key), key))
+                stack.append((f"{path}.{key}" if path else str(key), item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{i}" if path else str(i), item) for i, item in enumerate(value))
+    return None
 
 
 def _content_text(content: Any, i: int) -> str:
@@ -162,8 +234,18 @@ def _number(data: dict[str, Any], key: str, default: float, low: float, high: fl
     return float(value)
 
 
+def _same_json(value: Any, harmless: Any) -> bool:
+    """JSON equality: ``0 == 0.0``, but not Python's ``True == 1`` (``logprobs: 1`` is no bool)."""
+    if isinstance(value, bool) or isinstance(harmless, bool):
+        return value is harmless
+    if isinstance(value, int | float) and isinstance(harmless, int | float):
+        return value == harmless
+    return type(value) is type(harmless) and value == harmless
+
+
 def parse_chat(data: dict[str, Any]) -> ChatParams:
-    """Validate a chat completion request body (OpenAI's fields; unknown ones are ignored)."""
+    """Validate a chat completion request body (OpenAI's fields; unknown ones are ignored, the
+    OpenAI ones this server does not implement are refused: see ``UNSUPPORTED``)."""
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(
@@ -218,8 +300,16 @@ def parse_chat(data: dict[str, Any]) -> ChatParams:
             param="stop",
         )
     seed = data.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ApiError(400, "'seed' must be an integer", param="seed")
+    if seed is not None and (
+        isinstance(seed, bool)
+        or not isinstance(seed, int)
+        or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]
+    ):
+        raise ApiError(
+            400,
+            f"'seed' must be an integer from -2**63 to 2**64-1 (a 64-bit seed), got {seed!r}",
+            param="seed",
+        )
     stream = data.get("stream") or False
     options = data.get("stream_options") or {}
     if not isinstance(stream, bool) or not isinstance(options, dict):
@@ -229,13 +319,24 @@ def parse_chat(data: dict[str, Any]) -> ChatParams:
     top_p = _number(data, "top_p", 1.0, 0.0, 1.0)
     if top_p == 0:
         raise ApiError(400, "'top_p' must be greater than 0", param="top_p")
+    # OpenAI's default; below engine.MIN_TEMPERATURE (1e-5) the engine decodes greedily
+    temperature = _number(data, "temperature", 1.0, 0.0, 2.0)
+    for key, harmless in UNSUPPORTED.items():
+        if key in data and not any(_same_json(data[key], h) for h in harmless):
+            raise ApiError(
+                400,
+                f"'{key}' is not supported by this server (genpi serve generates plain text only); "
+                "remove it from the request",
+                param=key,
+                code="unsupported_parameter",
+            )
     return ChatParams(
         model=model,
         messages=messages,
         stream=stream,
         include_usage=bool(options.get("include_usage")),
         max_tokens=max_tokens,
-        temperature=_number(data, "temperature", 1.0, 0.0, 2.0),  # OpenAI's default
+        temperature=temperature,
         top_p=top_p,
         seed=seed,
         stop=tuple(s for s in stop if s),
@@ -265,6 +366,16 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return exc.response()
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+        # Still a bug to fix (Starlette logs the traceback), but the client gets OpenAI's shape.
+        return ApiError(
+            500,
+            f"internal server error ({type(exc).__name__}); the server logged the details",
+            type_="server_error",
+            code="internal_error",
+        ).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -313,10 +424,9 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
             )
         return {"object": "list", "data": data}
 
-    @app.post("/v1/chat/completions", response_model=None)
-    async def chat(request: Request) -> JSONResponse | StreamingResponse:
-        _check_key(request, config)
-        params = parse_chat(await _read_json(request, config.max_body_bytes))
+    def prepare(body: bytes, by_prompt: bool) -> tuple[ChatParams, Route, list[int], int, int]:
+        """The request, validated, routed and tokenized (blocking: run off the event loop)."""
+        params = parse_chat(parse_json(body))
         if not table.knows(params.model):
             raise ApiError(
                 404,
@@ -325,7 +435,6 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
                 param="model",
                 code="model_not_found",
             )
-        by_prompt = request.headers.get("x-genpi-route", "on").lower() != "off"
         chosen = route(table, params.model, params.messages, by_prompt=by_prompt)
         input_ids = engine.encode(chosen.messages)
         saved = len(engine.encode(params.messages)) - len(input_ids) if chosen.stripped else 0
@@ -340,6 +449,18 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
                 param="max_tokens" if room >= 1 else "messages",
                 code="context_length_exceeded",
             )
+        return params, chosen, input_ids, saved, max_tokens
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(request: Request) -> JSONResponse | StreamingResponse:
+        _check_key(request, config)
+        body = await _read_body(request, config.max_body_bytes)
+        by_prompt = request.headers.get("x-genpi-route", "on").lower() != "off"
+        # Parsing and tokenizing a body of megabytes takes a CPU for seconds: in a thread, so that
+        # the event loop keeps answering /health and streaming other requests' tokens meanwhile.
+        params, chosen, input_ids, saved, max_tokens = await asyncio.to_thread(
+            prepare, body, by_prompt
+        )
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
         gen = GenRequest(

@@ -54,11 +54,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 class ServerThread:
     """Run an ASGI app with uvicorn on 127.0.0.1 in a daemon thread (lifespan included)."""
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self, app: Any, *, host: str = "127.0.0.1", port: int | None = None, **limits: Any
+    ) -> None:
+        """``limits``: ``header_timeout`` and ``max_connections``, as ``genpi serve`` takes them."""
         import uvicorn
 
+        from genpi.serve.connections import uvicorn_options
+
         self.host, self.port = host, port or free_port(host)
-        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="on")
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            **uvicorn_options(**limits),
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
 
