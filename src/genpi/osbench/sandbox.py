@@ -11,12 +11,18 @@
   network namespaces (loopback only unless ``network=True``), Docker's default capability set
   minus ``CAP_MKNOD``, ``/proc`` knobs read-only, and cgroup (or rlimit) bounds on processes and
   memory. Closing the sandbox kills the holder: the mounts and the tmpfs vanish with its
-  namespace, so nothing is left on the host.
+  namespace, so nothing is left on the host. The holder's user namespace allows no nested one
+  (``user.max_user_namespaces = 0``, as bubblewrap's ``--disable-userns``); ``/dev/shm`` lives on
+  the size-limited tmpfs; nothing of the evaluator (environment, working directory, stage paths,
+  nameservers) shows inside; init and check scripts run with bash, sh and python3 from the
+  pristine root filesystem, first on their PATH (``TRUSTED_BIN``), so an agent cannot shadow them.
 
 Both give a persistent shell (``run``: each command's output and exit status, read up to a unique
 end marker) and one-off processes (``exec``, like ``docker exec``). A command past its timeout is
 interrupted by killing the processes it started (the shell, its variables and earlier background
-jobs survive); if the shell itself dies, a new one is started over the same file system.
+jobs survive); if the shell itself dies, a new one is started over the same file system. Every
+read of a sandbox's output keeps about ``OUTPUT_HEAD + OUTPUT_TAIL`` bytes (the rest is drained
+and dropped), so a flood costs the evaluator time, never memory.
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ import logging
 import os
 import re
 import secrets
+import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -36,7 +44,9 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import IO
 
 from genpi.osbench.rootfs import (
     UID_COUNT,
@@ -49,6 +59,9 @@ from genpi.osbench.rootfs import (
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT = 30.0  # AgentBench's per-command limit
+# Every read of a sandbox's output (the shell's commands, one-off processes, init and check
+# scripts) keeps at most this much; the rest is read and dropped, so a flood costs the evaluator
+# time (until the command's timeout), never memory.
 OUTPUT_HEAD = 1 << 20  # bytes of a command's output kept from its start (the agent sees 780 chars)
 OUTPUT_TAIL = 1 << 12  # and from its end, where the end marker is
 SANDBOX_ENV = {
@@ -82,6 +95,15 @@ CGROUP_V1 = Path("/sys/fs/cgroup")
 # kernel state read as empty (the sandbox's root is the host's uid 0, only with fewer capabilities).
 PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 PROC_MASKED = ("kcore", "keys", "timer_list", "sched_debug", "kmsg", "kallsyms")
+# Init and check scripts run with bash, sh and python3 from the pristine root filesystem, bound
+# read-only here, first on their PATH: an agent that shadows or overwrites an interpreter
+# (`/usr/local/bin/python3`, `/usr/bin/bash`) cannot make a check pass. /dev is each process's own
+# tmpfs, so these mount points never appear in the agent's file system.
+TRUSTED_ROOT = "/dev/genpi"
+TRUSTED_BIN = f"{TRUSTED_ROOT}/bin"
+SCRIPT_PATH = f"{TRUSTED_BIN}:{SANDBOX_ENV['PATH']}"
+# The sandbox's /etc/resolv.conf without --network: the rootfs build copied the host's.
+RESOLV_CONF = "# genpi sandbox: no network\nnameserver 127.0.0.1\n"
 
 
 @dataclass(frozen=True)
@@ -99,6 +121,64 @@ class CommandResult:
     timed_out: bool = False
     restarted: bool = False
     seconds: float = 0.0
+
+
+# -- bounded output ------------------------------------------------------------------------------
+
+
+def _keep_bounded(buffer: bytearray) -> None:
+    """Drop the middle of ``buffer`` once it passes OUTPUT_HEAD + 2 * OUTPUT_TAIL bytes: the
+    head is what the agent and the checks see, the tail holds the end marker and error text."""
+    if len(buffer) > OUTPUT_HEAD + 2 * OUTPUT_TAIL:
+        del buffer[OUTPUT_HEAD : len(buffer) - OUTPUT_TAIL]
+
+
+def _drain(fd: int, buffer: bytearray, deadline: float) -> bool:
+    """Read ``fd`` into ``buffer`` (bounded) until EOF (True) or the deadline (False)."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return True
+        buffer += chunk
+        _keep_bounded(buffer)
+
+
+@dataclass
+class Launch:
+    """A command line to start, its environment, and the descriptors it inherits (the parent's
+    copies are closed once it started)."""
+
+    argv: list[str]
+    env: dict[str, str] | None = None
+    pass_fds: tuple[int, ...] = ()
+
+    def popen(self) -> subprocess.Popen:
+        try:
+            return subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                # a neutral working directory: a shell started here exports it as PWD, which
+                # would otherwise show the evaluator's directory inside the sandbox
+                cwd="/",
+                start_new_session=True,
+                pass_fds=self.pass_fds,
+            )
+        finally:
+            for fd in self.pass_fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 # -- the persistent shell ------------------------------------------------------------------------
@@ -138,15 +218,9 @@ class ShellSession:
     its exit status. The marker's two halves are printed as separate words, so a command that
     traces (``set -x``) or echoes the wrapper cannot forge it."""
 
-    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+    def __init__(self, argv: Sequence[str] | Launch, env: dict[str, str] | None = None) -> None:
+        launch = argv if isinstance(argv, Launch) else Launch(list(argv), env)
+        self.proc = launch.popen()
         self._token = secrets.token_hex(12)
         self._marker = re.compile(rb"\n__GENPI_END_" + self._token.encode() + rb" (\d+)\n")
         self._buffer = bytearray()
@@ -170,10 +244,9 @@ class ShellSession:
                     self._cond.notify_all()
                     return
                 self._buffer += chunk
-                if len(self._buffer) > OUTPUT_HEAD + 2 * OUTPUT_TAIL:
-                    # a flood (`yes`) must not fill the host's memory: the agent sees only the
-                    # head, and the tail is where the end marker arrives
-                    del self._buffer[OUTPUT_HEAD : len(self._buffer) - OUTPUT_TAIL]
+                # a flood (`yes`) must not fill the host's memory: the agent sees only the
+                # head, and the tail is where the end marker arrives
+                _keep_bounded(self._buffer)
                 self._cond.notify_all()
 
     @property
@@ -284,6 +357,17 @@ class Sandbox:
     def _env(self) -> dict[str, str] | None:
         return None
 
+    def _shell_launch(self) -> Launch:
+        return Launch(self._shell_argv(), self._env())
+
+    def _exec_launch(self, argv: Sequence[str], script: bool = False) -> Launch:
+        """``script``: an init or check script, which gets the trusted interpreters if the
+        backend has them."""
+        return Launch(self._exec_argv(argv), self._env())
+
+    def _interpreter(self, language: str) -> str:
+        return {"bash": "bash", "python": "python3"}[language]
+
     def run(self, command: str, timeout: float | None = None) -> CommandResult:
         """Run ``command`` in the persistent shell (cwd, variables and jobs carry over)."""
         timeout = self.limits.command_timeout if timeout is None else timeout
@@ -293,7 +377,7 @@ class Sandbox:
                 restarted = self._shell is not None
                 if self._shell is not None:
                     self._shell.close()
-                self._shell = ShellSession(self._shell_argv(), env=self._env())
+                self._shell = ShellSession(self._shell_launch())
             result = self._shell.run(command, timeout)
             if self._shell.broken or not self._shell.alive:
                 # `exit`, killed, or past its timeout without answering: the next command gets
@@ -307,28 +391,41 @@ class Sandbox:
         self, argv: Sequence[str], timeout: float | None = None, stdin: bytes = b""
     ) -> CommandResult:
         """Run one process (stdout and stderr together), like ``docker exec``."""
+        return self._run_process(self._exec_launch(argv), timeout, stdin)
+
+    def _run_process(self, launch: Launch, timeout: float | None, stdin: bytes) -> CommandResult:
+        """Start ``launch`` and read its output, bounded in size (OUTPUT_HEAD + OUTPUT_TAIL
+        bytes kept) and in time (killed at ``timeout``)."""
         timeout = self.limits.command_timeout if timeout is None else timeout
         start = time.monotonic()
-        proc = subprocess.Popen(
-            self._exec_argv(argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=self._env(),
-            start_new_session=True,
-        )
-        try:
-            out, _ = proc.communicate(stdin, timeout=timeout)
-            code: int | None = proc.returncode
-            timed_out = False
-        except subprocess.TimeoutExpired:
+        proc = launch.popen()
+        assert proc.stdin is not None and proc.stdout is not None
+        writer = None
+        if stdin:  # in a thread: a process that never reads its input must not block us
+            writer = threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True)
+            writer.start()
+        else:
+            proc.stdin.close()
+        out = bytearray()
+        finished = _drain(proc.stdout.fileno(), out, start + timeout)
+        timed_out = not finished
+        if timed_out:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             for pid in descendants(proc.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-            code, timed_out = None, True
+            _drain(proc.stdout.fileno(), out, time.monotonic() + 5.0)
+        proc.stdout.close()
+        try:
+            code: int | None = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        if writer is not None:
+            writer.join(timeout=1)
+        if timed_out:
+            code = None
         return CommandResult(out.decode("utf-8", "replace"), code, timed_out, False,
                              time.monotonic() - start)  # fmt: skip
 
@@ -337,12 +434,12 @@ class Sandbox:
     ) -> CommandResult:
         """Run an AgentBench script (``bash`` or ``python``) with arguments, in a new process."""
         if language == "bash":
-            argv = ["bash", "-c", code, *(["--", *args] if args else [])]
+            argv = [self._interpreter("bash"), "-c", code, *(["--", *args] if args else [])]
         elif language == "python":
-            argv = ["python3", "-c", code, *args]
+            argv = [self._interpreter("python"), "-c", code, *args]
         else:
             raise SandboxError(f"script language {language!r} is not supported; use bash or python")
-        return self.exec(argv, timeout)
+        return self._run_process(self._exec_launch(argv, script=True), timeout, b"")
 
     def close(self) -> None:
         if self._shell is not None:
@@ -354,6 +451,13 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _feed(stream: IO[bytes], data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        stream.write(data)
+    with contextlib.suppress(OSError):
+        stream.close()
 
 
 # -- Docker --------------------------------------------------------------------------------------
@@ -452,12 +556,36 @@ os.execv(sys.argv[3], sys.argv[3:])  # an absolute path: the stdlib may be out o
 
 _HOLDER_SCRIPT = r"""
 set -eu
-stage=$1; size=$2
-mount -t tmpfs -o "size=$size,mode=0755" genpi-sandbox "$stage/disk"
-mkdir "$stage/disk/upper" "$stage/disk/work" "$stage/disk/root"
-mount -t overlay genpi-overlay \
-    -o "lowerdir=$stage/lower,upperdir=$stage/disk/upper,workdir=$stage/disk/work,userxattr" \
-    "$stage/disk/root"
+stage=$1; size=$2; trusted=$3; resolv=$4
+cd "$stage"
+# As bubblewrap's --disable-userns, for the namespace that maps all 65536 ids: no user namespace
+# can be made below this one, so the sandbox's root never gets one where it holds CAP_SYS_ADMIN
+# (mounts, an unbounded tmpfs). /proc/sys is read-only inside and CAP_SYS_RESOURCE is not granted,
+# so the limit cannot be raised again.
+echo 0 > /proc/sys/user/max_user_namespaces
+mount -t tmpfs -o "size=$size,mode=0755" genpi-sandbox disk
+cd disk
+mkdir upper work root shm mask trusted bin
+chmod 1777 shm  # /dev/shm: on this tmpfs, so it counts against the same disk limit as /tmp
+# relative paths: the options show in the sandbox's /proc/self/mountinfo, host paths must not
+mount -t overlay genpi-overlay -o "lowerdir=../lower,upperdir=upper,workdir=work,userxattr" root
+# The pristine root filesystem, read-only, for the check scripts' interpreters. Debian's
+# sitecustomize.py is a link to /etc, i.e. into the agent's files: masked by an empty one.
+for f in ../lower/usr/lib/python3*/sitecustomize.py; do
+    if [ -e "$f" ] || [ -L "$f" ]; then
+        d=mask/${f#../lower/}; mkdir -p "${d%/*}"; : > "$d"
+    fi
+done
+mount -t overlay genpi-trusted -o "ro,lowerdir=mask:../lower,userxattr" trusted
+# python3 isolated (-I): no PYTHON* variables, no user site-packages (the agent's ~/.local)
+printf '#!%s/usr/bin/sh\nexec %s/usr/bin/python3 -I "$@"\n' "$trusted" "$trusted" > bin/python3
+ln -s "$trusted/usr/bin/bash" bin/bash
+ln -s "$trusted/usr/bin/sh" bin/sh
+chmod 0555 bin/python3 bin
+if [ -n "$resolv" ]; then  # not the host's nameservers (the rootfs build copied its file)
+    rm -f root/etc/resolv.conf
+    printf '%s' "$resolv" > root/etc/resolv.conf
+fi
 echo ready
 exec sleep infinity
 """
@@ -554,10 +682,42 @@ def _sweep_stale(base: Path) -> None:
 
 
 def stage_base() -> Path:
-    """Where per-problem mount points go: world-traversable, so the sandbox's uids reach them."""
+    """Where per-problem mount points go: traversable by all (0711), so the sandbox's uids reach
+    them. The name is predictable and TMPDIR is usually world-writable: a directory already there
+    is used only when it is a real directory (not a symlink), owned by this user and writable by
+    no one else; anything else is refused rather than followed."""
     base = Path(tempfile.gettempdir()) / f"genpi-sandbox-{os.geteuid()}"
-    base.mkdir(mode=0o755, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(base, 0o711)  # never follows a symlink at `base`: EEXIST instead
+    try:
+        st = os.lstat(base)
+    except OSError as exc:
+        raise SandboxError(f"the sandbox's stage directory {base} is unusable: {exc}") from None
+    problem = None
+    if stat.S_ISLNK(st.st_mode):
+        problem = "is a symlink"
+    elif not stat.S_ISDIR(st.st_mode):
+        problem = "is not a directory"
+    elif st.st_uid != os.geteuid():
+        problem = f"belongs to uid {st.st_uid}, not to this user ({os.geteuid()})"
+    elif st.st_mode & 0o022:
+        problem = f"is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
+    if problem:
+        raise SandboxError(
+            f"the sandbox's stage directory {base} {problem}: refusing to use it; remove it, or "
+            f"set TMPDIR to a directory only you can write"
+        )
     return base
+
+
+@cache
+def _bwrap_options(bwrap: str) -> str:
+    """bubblewrap's --help, to tell which options this version has."""
+    try:
+        done = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout + done.stderr
 
 
 class NamespaceSandbox(Sandbox):
@@ -589,8 +749,8 @@ class NamespaceSandbox(Sandbox):
         self.network = network
         base = stage_base()
         _sweep_stale(base)
-        self.dir = Path(tempfile.mkdtemp(prefix="sb-", dir=base))
-        self.dir.chmod(0o755)
+        self.dir = Path(tempfile.mkdtemp(prefix="sb-", dir=base))  # random name, 0700, ours
+        self.dir.chmod(0o711)  # the sandbox's uids traverse it; no one lists it
         for sub in ("lower", "disk"):
             (self.dir / sub).mkdir()
         self.uid_base = expected_uid_base()
@@ -603,16 +763,22 @@ class NamespaceSandbox(Sandbox):
                     f"{self.uid_base}: build one for this user (`genpi sandbox build`)"
                 )
         self._cgroups = _make_cgroups(self.dir.name, limits) if os.geteuid() == 0 else []
-        self._tools = {t: shutil.which(t) or t for t in ("bwrap", "nsenter", "prlimit", "sh")}
+        self._tools = {
+            t: shutil.which(t) or t for t in ("bwrap", "nsenter", "prlimit", "sh", "setpriv")
+        }
         cgroup_files = " ".join(str(g / "cgroup.procs") for g in self._cgroups)
         self._holder = subprocess.Popen(
             [self._tools["sh"], "-c", _CGROUP_SCRIPT, "genpi-cg", cgroup_files,
-             "setpriv", "--pdeathsig", "KILL", sys.executable, "-I", "-S", "-c", _HOLDER_HELPER,
-             str(self.rootfs), str(self.dir), self._tools["sh"], "-c", _HOLDER_SCRIPT, "genpi-holder",
-             str(self.dir), str(limits.disk_bytes)],
+             self._tools["setpriv"], "--pdeathsig", "KILL", sys.executable, "-I", "-S", "-c",
+             _HOLDER_HELPER, str(self.rootfs), str(self.dir), self._tools["sh"], "-c",
+             _HOLDER_SCRIPT, "genpi-holder", str(self.dir), str(limits.disk_bytes), TRUSTED_ROOT,
+             "" if network else RESOLV_CONF],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            # none of the evaluator's environment or working directory goes along
+            env={"PATH": os.environ.get("PATH") or SANDBOX_ENV["PATH"], "LANG": "C.UTF-8"},
+            cwd="/",
             start_new_session=True,
         )  # fmt: skip
         try:
@@ -643,39 +809,53 @@ class NamespaceSandbox(Sandbox):
 
     def _expect(self, word: bytes) -> None:
         assert self._holder is not None and self._holder.stdout is not None
-        line = self._holder.stdout.readline()
+        line = self._holder.stdout.readline(4096)
         if line.strip() != word:
             rest = b""
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._holder.wait(timeout=2)
-                rest = self._holder.stdout.read()
+                rest = self._holder.stdout.read(1 << 16)
             raise SandboxError((line + rest).decode(errors="replace").strip() or "no answer")
 
     def _env(self) -> dict[str, str]:
         return dict(SANDBOX_ENV)
 
-    def _wrap(self, argv: Sequence[str]) -> list[str]:
+    def _interpreter(self, language: str) -> str:
+        return {"bash": f"{TRUSTED_BIN}/bash", "python": f"{TRUSTED_BIN}/python3"}[language]
+
+    def _wrap(self, argv: Sequence[str], script: bool = False) -> Launch:
         assert self._holder is not None
-        bwrap = [
-            self._tools["bwrap"],
+        disk = self.dir / "disk"
+        bwrap = self._tools["bwrap"]
+        options = [
             "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
             *([] if self.network else ["--unshare-net"]),
             "--die-with-parent", "--new-session",
-            "--bind", str(self.dir / "disk" / "root"), "/",
+            # the holder's user namespace allows no nested one: refuse to start if it would
+            *(["--assert-userns-disabled"] if "--assert-userns-disabled" in _bwrap_options(bwrap)
+              else []),
+            "--bind", str(disk / "root"), "/",
             "--proc", "/proc", "--dev", "/dev",
+            # /dev is an unbounded tmpfs of its own: /dev/shm is the sandbox's disk (bounded as
+            # / and /tmp are), and the rest of /dev is read-only (device nodes stay writable)
+            "--bind", str(disk / "shm"), "/dev/shm",
+            *(["--ro-bind", str(disk / "trusted" / "usr"), f"{TRUSTED_ROOT}/usr",
+               "--ro-bind", str(disk / "bin"), TRUSTED_BIN] if script else []),
+            "--remount-ro", "/dev",
             *[a for p in PROC_READ_ONLY for a in ("--ro-bind-try", f"/proc/{p}", f"/proc/{p}")],
             *[a for p in PROC_MASKED if os.path.exists(f"/proc/{p}")
               for a in ("--ro-bind", "/dev/null", f"/proc/{p}")],
             # the host's root-only /proc/tty/driver would make `find /` report an error that
-            # Docker's root never sees: show an empty directory instead
-            *(["--tmpfs", "/proc/tty/driver"] if os.path.isdir("/proc/tty/driver") else []),
+            # Docker's root never sees: show an empty (read-only) directory instead
+            *(["--tmpfs", "/proc/tty/driver", "--remount-ro", "/proc/tty/driver"]
+              if os.path.isdir("/proc/tty/driver") else []),
             "--hostname", "genpi-os", "--chdir", "/",
             "--cap-drop", "ALL",
         ]  # fmt: skip
         if self.network:
-            bwrap += ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
+            options += ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
         for cap in CAPABILITIES:
-            bwrap += ["--cap-add", cap]
+            options += ["--cap-add", cap]
         limits = [self._tools["prlimit"], "--core=0"]
         controllers = {g.parent.parent.name for g in self._cgroups}
         if "pids" not in controllers:
@@ -686,14 +866,40 @@ class NamespaceSandbox(Sandbox):
             limits.append(f"--as={self.limits.memory_bytes}")
         nsenter = [self._tools["nsenter"], f"--target={self._holder.pid}", "--user", "--mount"]
         cgroup_files = " ".join(str(g / "cgroup.procs") for g in self._cgroups)
-        return [self._tools["sh"], "-c", _CGROUP_SCRIPT, "genpi-cg", cgroup_files,
-                *nsenter, "--", *limits, "--", *bwrap, "--", *argv]  # fmt: skip
+        # bwrap's options come through a pipe (--args): its command line is the sandbox's
+        # /proc/1/cmdline, which must not show the host's stage paths
+        read_end, write_end = os.pipe()
+        try:
+            data = b"".join(o.encode() + b"\0" for o in options)
+            view = memoryview(data)
+            while view:  # a few KiB: fits the pipe's buffer, nothing reads it yet
+                view = view[os.write(write_end, view) :]
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        env = self._env()
+        if script:
+            env["PATH"] = SCRIPT_PATH
+        return Launch(
+            [self._tools["sh"], "-c", _CGROUP_SCRIPT, "genpi-cg", cgroup_files, *nsenter, "--",
+             *limits, "--", bwrap, "--args", str(read_end), "--", *argv],
+            env,
+            (read_end,),
+        )  # fmt: skip
 
     def _shell_argv(self) -> list[str]:
-        return self._wrap(["/bin/bash", "--login"])
+        raise NotImplementedError("NamespaceSandbox starts processes with _shell_launch")
 
     def _exec_argv(self, argv: Sequence[str]) -> list[str]:
-        return self._wrap(argv)
+        raise NotImplementedError("NamespaceSandbox starts processes with _exec_launch")
+
+    def _shell_launch(self) -> Launch:
+        return self._wrap(["/bin/bash", "--login"])
+
+    def _exec_launch(self, argv: Sequence[str], script: bool = False) -> Launch:
+        return self._wrap(argv, script=script)
 
     def close(self) -> None:
         super().close()
