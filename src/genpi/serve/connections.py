@@ -20,9 +20,10 @@ DEFAULT_MAX_CONNECTIONS = 512  # well under the usual 1024 open files per proces
 KEEP_ALIVE_TIMEOUT = 5  # seconds an idle kept-alive connection stays open (uvicorn's default)
 
 
-def _raw_response(status: str, code: str, message: str, extra: str = "") -> bytes:
+def _raw_response(status: str, code: str, type_: str, message: str, extra: str = "") -> bytes:
+    """A whole HTTP response with an OpenAI error, written before h11 has seen any request."""
     body = json.dumps(
-        {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
+        {"error": {"message": message, "type": type_, "param": None, "code": code}}
     ).encode()
     head = (
         f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
@@ -44,12 +45,14 @@ def guarded_h11(
     refused = _raw_response(
         "503 Service Unavailable",
         "too_many_connections",
+        "server_error",
         f"the server has its maximum of {max_connections} open connections; retry shortly",
         "retry-after: 1\r\n",
     )
     too_slow = _raw_response(
         "408 Request Timeout",
         "header_timeout",
+        "invalid_request_error",
         f"the request headers did not arrive within {header_timeout:g} seconds",
     )
 

@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 4
 DISCONNECT_CHECK_S = 0.5  # how often a non-streaming request checks that its client is still there
+# Threads that parse and tokenize request bodies. Few: the tokenizer lock runs one encode at a
+# time anyway, and glibc keeps a big body's working set in each thread's own malloc arena, so
+# asyncio's default pool (6 threads here) held ~380 MiB more after 3 rounds of near-limit bodies
+# than two threads do, and still grew (benchmarks/serve_memory.py).
+PREPARE_THREADS = 2
 # The seeds a 64-bit torch.Generator takes (signed or unsigned); a larger one failed its batch.
 SEED_RANGE = (-(1 << 63), (1 << 64) - 1)
 # OpenAI parameters this server does not implement, each with the values that ask for nothing
@@ -350,6 +356,8 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
     table = RouteTable(base_names=base_names, prompts=dict(loaded.prompts))
     created = int(time.time())
 
+    preparing = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="genpi-prepare")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
@@ -358,6 +366,7 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
         finally:
             # Uvicorn has already waited for in-flight HTTP requests; finish whatever is queued.
             await asyncio.to_thread(engine.stop)
+            preparing.shutdown(wait=False)
 
     app = FastAPI(
         title="genpi serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
@@ -458,10 +467,9 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
         by_prompt = request.headers.get("x-genpi-route", "on").lower() != "off"
         # Parsing and tokenizing a body of megabytes takes a CPU for seconds: in a thread, so that
         # the event loop keeps answering /health and streaming other requests' tokens meanwhile.
-        params, chosen, input_ids, saved, max_tokens = await asyncio.to_thread(
-            prepare, body, by_prompt
-        )
         loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(preparing, prepare, body, by_prompt)
+        params, chosen, input_ids, saved, max_tokens = prepared
         events: asyncio.Queue[Any] = asyncio.Queue()
         gen = GenRequest(
             adapter=chosen.adapter,
