@@ -26,6 +26,11 @@ from genpi.errors import GenpiError
 Message = dict[str, str]
 ROLES = ("system", "user", "assistant")
 INPUT_SLOT = "{input}"
+# Limits on a prompt file: far above any real prompt (a 4 MiB prompt is ~1M tokens, beyond every
+# model's context), low enough that a hostile or broken file cannot exhaust memory downstream.
+MAX_PROMPT_BYTES = 4 << 20
+MAX_NAME_CHARS = 200
+MAX_TURNS_LIMIT = 1000
 
 
 class PromptError(GenpiError, ValueError):
@@ -112,19 +117,63 @@ class Prompt:
         return n
 
 
+def _kind(value: Any) -> str:
+    """A value's type as a prompt file's author knows it (never its repr, which may be huge)."""
+    return {
+        bool: "a boolean",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
+
+
 def _validate(p: Prompt) -> None:
+    # Types first: every later check (and every user of the prompt) assumes them.
+    where = f"prompt {p.source!r}" if p.source else "prompt"
+    if not isinstance(p.name, str) or not p.name.strip():
+        raise PromptError(f"{where}: name must be a non-empty string, not {_kind(p.name)}")
+    if len(p.name) > MAX_NAME_CHARS or "\n" in p.name:
+        raise PromptError(
+            f"{where}: name must be one line of at most {MAX_NAME_CHARS} characters; shorten it"
+        )
     where = f"prompt {p.source or p.name!r}"
+    if not isinstance(p.messages, tuple | list):
+        raise PromptError(
+            f"{where}: messages must be a list of {{role, content}} objects, not {_kind(p.messages)}"
+        )
+    for key in ("input_template", "student_template", "action_pattern"):
+        value = getattr(p, key)
+        if value is not None and not isinstance(value, str):
+            raise PromptError(f"{where}: {key} must be a string, not {_kind(value)}")
+    if p.input_template is None:
+        raise PromptError(f"{where}: input_template must be a string with {INPUT_SLOT}, not null")
+    # bool is an int in Python, but `max_turns: true` is a mistake, not 1 turn.
+    if p.max_turns is not None and (
+        isinstance(p.max_turns, bool)
+        or not isinstance(p.max_turns, int)
+        or not 1 <= p.max_turns <= MAX_TURNS_LIMIT
+    ):
+        shown = repr(p.max_turns) if isinstance(p.max_turns, int | float) else _kind(p.max_turns)
+        raise PromptError(
+            f"{where}: max_turns must be a positive integer (at most {MAX_TURNS_LIMIT}), "
+            f"got {shown}"
+        )
     if not p.messages and p.input_template.strip() == INPUT_SLOT:
         raise PromptError(f"{where} is empty: give it at least one message or some text")
     for i, m in enumerate(p.messages):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise PromptError(f"{where}: message {i} must be an object with 'role' and 'content'")
-        if m["role"] not in ROLES:
+        if not isinstance(m["role"], str) or m["role"] not in ROLES:
+            shown = repr(m["role"]) if isinstance(m["role"], str) else _kind(m["role"])
             raise PromptError(
-                f"{where}: message {i} has unknown role {m['role']!r}; use one of {', '.join(ROLES)}"
+                f"{where}: message {i} has unknown role {shown}; use one of {', '.join(ROLES)}"
             )
         if not isinstance(m["content"], str):
-            raise PromptError(f"{where}: message {i} content must be a string")
+            raise PromptError(
+                f"{where}: message {i} content must be a string, not {_kind(m['content'])}"
+            )
     if not any(m["content"].strip() for m in p.messages) and p.input_template.strip() == INPUT_SLOT:
         raise PromptError(f"{where} is empty: every message is blank")
     for key in ("input_template", "student_template"):
@@ -138,8 +187,22 @@ def _validate(p: Prompt) -> None:
             re.compile(p.action_pattern)
         except re.error as exc:
             raise PromptError(f"{where}: action_pattern is not a valid regex ({exc})") from None
-    if p.max_turns is not None and (not isinstance(p.max_turns, int) or p.max_turns < 1):
-        raise PromptError(f"{where}: max_turns must be a positive integer, got {p.max_turns!r}")
+
+
+class _YamlAliasError(yaml.YAMLError):
+    pass
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases (``*name``): a few lines of nested aliases expand to
+    billions of values (a "billion laughs" bomb) once serialized, and no prompt needs them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            line = event.start_mark.line + 1 if event.start_mark else "?"
+            raise _YamlAliasError(f"*{event.anchor} (line {line})")
+        return super().compose_node(parent, index)
 
 
 def prompt_from_dict(data: dict[str, Any], *, source: str | None = None) -> Prompt:
@@ -151,13 +214,17 @@ def prompt_from_dict(data: dict[str, Any], *, source: str | None = None) -> Prom
         "action_pattern",
         "max_turns",
     }
-    unknown = sorted(set(data) - known)
     where = source or "prompt"
+    if not isinstance(data, dict):
+        raise PromptError(f"{where} must hold an object with 'messages', not {_kind(data)}")
+    unknown = sorted(str(k) for k in set(data) - known)
     if unknown:
         raise PromptError(f"{where}: unknown keys {unknown}; known keys are {sorted(known)}")
     messages = data.get("messages") or []
     if not isinstance(messages, list):
-        raise PromptError(f"{where}: 'messages' must be a list of {{role, content}} objects")
+        raise PromptError(
+            f"{where}: 'messages' must be a list of {{role, content}} objects, not {_kind(messages)}"
+        )
     default_name = Path(source).stem if source else "prompt"
     return Prompt(
         messages=tuple(dict(m) if isinstance(m, dict) else m for m in messages),
@@ -165,7 +232,8 @@ def prompt_from_dict(data: dict[str, Any], *, source: str | None = None) -> Prom
         student_template=data.get("student_template"),
         action_pattern=data.get("action_pattern"),
         max_turns=data.get("max_turns"),
-        name=data.get("name") or default_name,
+        # An absent or empty name takes the file's; any other value is checked by _validate.
+        name=data.get("name") if data.get("name") not in (None, "") else default_name,
         source=source,
     )
 
@@ -174,6 +242,13 @@ def load_prompt(path: str | Path) -> Prompt:
     """Load a prompt file (.json / .yaml / .yml, anything else is plain text)."""
     path = Path(path)
     try:
+        # The size before the read: a huge file is refused without being held in memory.
+        size = path.stat().st_size
+        if size > MAX_PROMPT_BYTES:
+            raise PromptError(
+                f"prompt file {str(path)!r} is {size} bytes, over the {MAX_PROMPT_BYTES} byte "
+                "limit: no model's context holds a prompt this long; shorten it"
+            )
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PromptError(f"prompt file {str(path)!r} does not exist") from None
@@ -181,11 +256,20 @@ def load_prompt(path: str | Path) -> Prompt:
         raise PromptError(f"prompt file {str(path)!r} cannot be read: {exc}") from None
     suffix = path.suffix.lower()
     if suffix in (".json", ".yaml", ".yml"):
+        kind = suffix[1:].upper()
         try:
-            data = json.loads(raw) if suffix == ".json" else yaml.safe_load(raw)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            data = json.loads(raw) if suffix == ".json" else yaml.load(raw, Loader=_NoAliasLoader)
+        except _YamlAliasError as exc:
             raise PromptError(
-                f"prompt file {str(path)!r} is not valid {suffix[1:].upper()}: {exc}"
+                f"prompt file {str(path)!r} uses the YAML alias {exc}: aliases are refused "
+                "because they can expand without bound; write the value out in full"
+            ) from None
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise PromptError(f"prompt file {str(path)!r} is not valid {kind}: {exc}") from None
+        except RecursionError:
+            raise PromptError(
+                f"prompt file {str(path)!r} nests too deeply to be a prompt: "
+                "give an object with 'messages' (a flat list of {role, content})"
             ) from None
         if not isinstance(data, dict):
             raise PromptError(f"prompt file {str(path)!r} must hold an object with 'messages'")

@@ -90,12 +90,34 @@ class StageWriter:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    # Serialise before the temporary file exists: data that cannot be written (or that runs out
+    # of memory) must not leave an empty ``.tmp`` behind.
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def prompt_mismatch(manifest: dict[str, Any], prompt: Prompt) -> str | None:
+    """How ``prompt`` differs from the one a run's manifest records (None: the same prompt).
+
+    Every verb that writes into a run directory refuses another prompt with this: its files
+    (data, adapters, cached teacher answers) belong to the run's prompt.
+    """
+    if manifest.get("prompt_fingerprint") == prompt.fingerprint:
+        return None
+    return (
+        f"prompt {manifest.get('prompt_name')!r} "
+        f"({str(manifest.get('prompt_fingerprint'))[:12]}), not {prompt.name!r} "
+        f"({prompt.fingerprint[:12]})"
+    )
 
 
 class RunDir:
@@ -157,12 +179,8 @@ class RunDir:
 
     def _mismatches(self, manifest: dict[str, Any], *, model: str, generator: str) -> list[str]:
         out = []
-        if manifest.get("prompt_fingerprint") != self.prompt.fingerprint:
-            out.append(
-                f"prompt {manifest.get('prompt_name')!r} "
-                f"({str(manifest.get('prompt_fingerprint'))[:12]}), not {self.prompt.name!r} "
-                f"({self.prompt.fingerprint[:12]})"
-            )
+        if (mismatch := prompt_mismatch(manifest, self.prompt)) is not None:
+            out.append(mismatch)
         models = manifest.get("models", {})
         if models.get("model") != model:
             out.append(f"model {models.get('model')!r}, not {model!r}")
