@@ -152,6 +152,35 @@ def default_prompt(run_dir: Path, adapters: Sequence[Path]) -> Prompt:
     raise EvalError(f"no prompt: {run_dir}/prompt.json does not exist; give one with --prompt FILE")
 
 
+def refuse_another_prompt(run_dir: Path, prompt: Prompt) -> None:
+    """Refuse a --prompt that is not the run's, as synth does: the run's cached teacher answers
+    (``eval/<set>/upper_bound.json``) and its adapters belong to the run's prompt."""
+    from genpi.prompt import load_prompt
+    from genpi.synth.rundir import MANIFEST, PROMPT_FILE, prompt_mismatch
+
+    recorded: dict[str, Any] = {}
+    manifest_path = run_dir / MANIFEST
+    if manifest_path.exists():
+        try:
+            recorded = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise EvalError(
+                f"{str(manifest_path)!r} is not valid JSON: fix or restore it, or evaluate "
+                "into another run directory"
+            ) from None
+    if not isinstance(recorded, dict) or not recorded.get("prompt_fingerprint"):
+        recorded = {}
+        if (run_dir / PROMPT_FILE).exists():  # a run made by hand: prompt.json is its prompt
+            own = load_prompt(run_dir / PROMPT_FILE)
+            recorded = {"prompt_name": own.name, "prompt_fingerprint": own.fingerprint}
+    mismatch = prompt_mismatch(recorded, prompt) if recorded else None
+    if mismatch is not None:
+        raise EvalError(
+            f"run directory {str(run_dir)!r} was made for another prompt ({mismatch}): drop "
+            "--prompt to evaluate the run's prompt, or give another RUN_DIR for this prompt"
+        )
+
+
 # -- generation and scoring ----------------------------------------------------------------------
 
 
@@ -376,10 +405,12 @@ def evaluate(
     from genpi.prompt import load_prompt
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    adapter_dirs = find_adapters(run_dir) if adapters is None else [Path(a) for a in adapters]
     if isinstance(prompt, (str, Path)):
         prompt = load_prompt(prompt)
+    if prompt is not None:
+        refuse_another_prompt(run_dir, prompt)  # before any work, so no cached file is touched
+    run_dir.mkdir(parents=True, exist_ok=True)
+    adapter_dirs = find_adapters(run_dir) if adapters is None else [Path(a) for a in adapters]
     prompt = prompt or default_prompt(run_dir, adapter_dirs)
     model = model or default_model(run_dir, adapter_dirs)
     resolved = resolve_model(model)
