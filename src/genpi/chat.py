@@ -36,13 +36,20 @@ def main(args: argparse.Namespace) -> int:
         raise GenpiError(
             "--compare shows the model with and without the prompt; drop --no-prompt/--adapter"
         )
+    # The flags before anything loads, so a bad one costs no model load.
+    try:
+        params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    except ValueError as exc:
+        raise GenpiError(
+            f"{exc}: give --max-new-tokens 1 or more and --temperature 0 or more (0 = greedy)"
+        ) from None
     if args.adapter:
-        from genpi.adapter import INFO_FILE, check_adapter
+        from genpi.adapter import INFO_FILE, check_adapter, check_adapter_files
 
+        check_adapter_files(args.adapter)  # a missing or broken file: one line, before the model
         if (Path(args.adapter) / INFO_FILE).exists():
             check_adapter(args.adapter, prompt=prompt)  # an adapter internalizes one prompt
     backend = load_backend(args.model, adapter=args.adapter)
-    params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     # An adapter replaces the prompt: it is used like the student, without the prompt.
     student = args.no_prompt or args.adapter is not None
 

@@ -122,6 +122,10 @@ class ModelHost:
             raise BackendError(
                 f"{system.adapter!r} is not an adapter directory (no adapter_config.json)"
             )
+        from genpi.adapter import check_adapter_files
+
+        # Before PEFT reads it: a missing or cut-off file is one clear error, never a Hub request.
+        check_adapter_files(system.adapter)
         if self.peft is None:
             from peft import PeftModel
 

@@ -16,6 +16,11 @@ class BackendError(GenpiError, RuntimeError):
     """A backend that cannot be built or cannot answer; the message says why and what to do."""
 
 
+class SamplingError(GenpiError, ValueError):
+    """Sampling settings out of range: one line naming the setting (a ValueError for callers
+    that validate user input by catching ValueError)."""
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to sample. ``temperature == 0`` means greedy decoding."""
@@ -27,12 +32,24 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # bool is an int: `max_new_tokens=True` is a caller's mistake, not one token.
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
+            raise SamplingError(
+                f"max_new_tokens must be an integer, got {type(self.max_new_tokens).__name__}"
+            )
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+            raise SamplingError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        # `not x >= 0` rather than `x < 0`: NaN fails every comparison and must be refused too.
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, int | float):
+            raise SamplingError(
+                f"temperature must be a number, got {type(self.temperature).__name__}"
+            )
+        if not 0 <= self.temperature < float("inf"):
+            raise SamplingError(f"temperature must be >= 0 and finite, got {self.temperature}")
+        if isinstance(self.top_p, bool) or not isinstance(self.top_p, int | float):
+            raise SamplingError(f"top_p must be a number, got {type(self.top_p).__name__}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise SamplingError(f"top_p must be in (0, 1], got {self.top_p}")
 
     @property
     def greedy(self) -> bool:

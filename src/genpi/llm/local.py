@@ -263,9 +263,13 @@ def _refuse_foreign_adapter(adapter: str | Path, ref: str, resolved: Any) -> Non
 
 def attach_adapter(model: Any, adapter: str | Path) -> Any:
     """Wrap ``model`` with a PEFT adapter from a directory, with a clear error if it is not one."""
+    from genpi.adapter import check_adapter_files
+
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").exists():
         raise BackendError(f"{str(adapter)!r} is not an adapter directory (no adapter_config.json)")
+    # Every file checked first: PEFT would fail with a traceback, or try the Hub for the weights.
+    check_adapter_files(adapter)
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, str(adapter)).eval()

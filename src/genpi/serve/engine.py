@@ -493,6 +493,10 @@ def load_engine(
     if adapters:
         from peft import PeftModel
 
+        from genpi.adapter import check_adapter_files
+
+        for directory in adapters.values():  # before PEFT: one clear error, never a Hub request
+            check_adapter_files(directory)
         (first, first_dir), *rest = adapters.items()
         model = PeftModel.from_pretrained(model, str(first_dir), adapter_name=first)
         for name, directory in rest:
