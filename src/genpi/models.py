@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -27,6 +28,11 @@ from typing import Any
 from genpi.errors import GenpiError
 
 DEFAULT_MODEL = "smollm2-135m"
+# One attempt, this long, to learn whether the hub answers before a hub model is loaded:
+# transformers' own first request retries with backoff for ~45 s when the network is down.
+HUB_PROBE_TIMEOUT_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 class ModelError(GenpiError, RuntimeError):
@@ -192,6 +198,81 @@ def resolve_model(ref: str | None = None) -> ResolvedModel:
     )
 
 
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE), read now: huggingface_hub reads it at import."""
+    from huggingface_hub import constants
+
+    return (
+        constants.is_offline_mode()
+        or _env_true("HF_HUB_OFFLINE")
+        or _env_true("TRANSFORMERS_OFFLINE")
+    )
+
+
+def _unreachable(repo: str, why: str) -> ModelError:
+    return ModelError(
+        f"model {repo!r} is not a local path or a cached model and the hub cannot be reached "
+        f"({why}): download it first (hf download {repo}) or pass a local directory or a .gguf file"
+    )
+
+
+def hub_access(resolved: ResolvedModel) -> dict[str, Any]:
+    """``from_pretrained`` options for ``resolved``, after at most one short request to the hub.
+
+    A local model needs none. A hub model gets ``{}`` when the hub answers, and
+    ``local_files_only`` when it cannot be reached (or HF_HUB_OFFLINE is set) but a copy is
+    cached; with neither, a ModelError at once instead of a minute of retries.
+    """
+    if resolved.local:
+        return {}
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    repo = resolved.path
+    try:
+        cached = isinstance(try_to_load_from_cache(repo, "config.json"), str)
+    except HFValidationError as exc:
+        raise ModelError(f"{repo!r} is not a valid Hugging Face repo id: {exc}") from None
+    if hub_offline():
+        if cached:
+            return {"local_files_only": True}
+        raise _unreachable(repo, "HF_HUB_OFFLINE is set")
+    try:
+        # No retries (the default of this call) and a short timeout: one attempt only.
+        get_hf_file_metadata(hf_hub_url(repo, "config.json"), timeout=HUB_PROBE_TIMEOUT_S)
+    except GatedRepoError:
+        raise ModelError(
+            f"model {repo!r} is gated on the hub: accept its terms on huggingface.co, then log in "
+            "(hf auth login)"
+        ) from None
+    except RepositoryNotFoundError:
+        raise ModelError(
+            f"model {repo!r} is not on the hub (or is private: log in with hf auth login); "
+            "check the name, or pass a local directory or a .gguf file"
+        ) from None
+    except RemoteEntryNotFoundError:
+        raise ModelError(
+            f"hub repo {repo!r} has no config.json, so it is not a transformers model: "
+            "pass a transformers model's repo id, a local directory or a .gguf file"
+        ) from None
+    except Exception as exc:  # no network, DNS, proxy, timeout, 5xx: the hub cannot answer now
+        if cached:
+            log.warning("the hub cannot be reached (%s); using the cached copy of %s", exc, repo)
+            return {"local_files_only": True}
+        first_line = (str(exc).splitlines() or [""])[0][:160]
+        raise _unreachable(repo, f"{type(exc).__name__}: {first_line}".rstrip(": ")) from None
+    return {}
+
+
 def best_device() -> str:
     import torch
 
@@ -238,12 +319,20 @@ def parse_dtype(name: str | None, device: str) -> Any:
     return table[name]
 
 
-def load_tokenizer(ref: str | None = None, *, resolved: ResolvedModel | None = None) -> Any:
+def load_tokenizer(
+    ref: str | None = None,
+    *,
+    resolved: ResolvedModel | None = None,
+    access: dict[str, Any] | None = None,
+) -> Any:
+    """The model's tokenizer; ``access`` is ``hub_access``'s answer when the caller has it."""
     from transformers import AutoTokenizer
 
     resolved = resolved or resolve_model(ref)
+    if access is None:
+        access = hub_access(resolved)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+        tokenizer = AutoTokenizer.from_pretrained(resolved.path, **access)
     except OSError as exc:
         raise ModelError(f"cannot load the tokenizer of {resolved.ref!r}: {exc}") from None
     if tokenizer.pad_token is None:
@@ -270,9 +359,10 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     resolved = resolve_model(ref)
+    access = hub_access(resolved)  # before anything else: an unreachable hub fails at once
     device = device or best_device()
     torch_dtype = parse_dtype(dtype, device)
-    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, **access}
     if load_in_4bit:
         if importlib.util.find_spec("bitsandbytes") is None:
             raise ModelError(
@@ -294,6 +384,6 @@ def load_model(
     if not load_in_4bit:
         model.to(device)
     model.eval()
-    tokenizer = load_tokenizer(ref, resolved=resolved)
+    tokenizer = load_tokenizer(ref, resolved=resolved, access=access)
     model.genpi_ref = resolved  # type: ignore[attr-defined]
     return model, tokenizer
