@@ -49,6 +49,11 @@ def main(args: argparse.Namespace) -> int:
         check_adapter_files(args.adapter)  # a missing or broken file: one line, before the model
         if (Path(args.adapter) / INFO_FILE).exists():
             check_adapter(args.adapter, prompt=prompt)  # an adapter internalizes one prompt
+    if args.compare or not (args.no_prompt or args.adapter):
+        from genpi.context import check_model_fits
+
+        # Before the weights load: an over-long prompt otherwise generates garbage for minutes.
+        check_model_fits(prompt, args.model, reserve=args.max_new_tokens)
     backend = load_backend(args.model, adapter=args.adapter)
     # An adapter replaces the prompt: it is used like the student, without the prompt.
     student = args.no_prompt or args.adapter is not None

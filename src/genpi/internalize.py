@@ -127,7 +127,7 @@ def main(args: argparse.Namespace) -> int:
     from genpi.llm import load_backend
     from genpi.models import DEFAULT_MODEL
     from genpi.prompt import load_prompt
-    from genpi.synth.cli import backend_name
+    from genpi.synth.cli import backend_name, check_context
     from genpi.synth.config import SynthConfig
     from genpi.synth.inputs import read_seed_inputs
     from genpi.synth.pipeline import synthesize
@@ -154,6 +154,8 @@ def main(args: argparse.Namespace) -> int:
         for key in ("agent", "env", "output", "reason"):
             synth_settings[f"{key}_max_new_tokens"] = args.max_new_tokens
     synth_config = SynthConfig.preset(args.preset, **synth_settings)
+    # Before hours of work: a prompt the target model (or a local generator) cannot hold.
+    check_context(prompt, model_ref, generator_ref, synth_config, model=True, generator=True)
     model_backend = load_backend(model_ref)
     generator_backend = model_backend if generator_ref == model_ref else load_backend(generator_ref)
     synthesize(

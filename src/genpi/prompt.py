@@ -105,16 +105,12 @@ class Prompt:
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
-    def check_fits(self, tokenizer: Any, max_context: int) -> int:
-        """Token length of the teacher's prefix; raise if it leaves no room in the context."""
-        text = tokenizer.apply_chat_template(self.teacher_messages(""), tokenize=False)
-        n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-        if n >= max_context:
-            raise PromptError(
-                f"prompt {self.name!r} is {n} tokens, longer than the model's context of "
-                f"{max_context} tokens: shorten the prompt or use a model with a longer context"
-            )
-        return n
+    def check_fits(self, tokenizer: Any, max_context: int, *, reserve: int = 0) -> int:
+        """Token length of the teacher's prefix; raise if it and ``reserve`` reply tokens do not
+        fit the context (the check every verb runs: ``genpi.context``)."""
+        from genpi.context import check_prompt_fits
+
+        return check_prompt_fits(self, tokenizer, max_context, reserve=reserve)
 
 
 def _kind(value: Any) -> str:

@@ -415,6 +415,10 @@ def evaluate(
     model = model or default_model(run_dir, adapter_dirs)
     resolved = resolve_model(model)
     model_info = {"ref": model, "weights_sha256": resolved.provenance.get("weights_sha256")}
+    from genpi.context import check_model_fits
+
+    # The upper bound answers with the prompt; refuse one the model cannot hold before any work.
+    check_model_fits(prompt, model, reserve=max_new_tokens)
 
     systems = [upper_bound(), base()]
     compression_info: dict[str, Any] = {}

@@ -63,9 +63,14 @@ def build_agent(args: argparse.Namespace):
         )
     else:
         prompt = load_prompt(prompt_path)
+    with_prompt = not (args.adapter or args.no_prompt)
+    if with_prompt:
+        from genpi.context import check_model_fits
+
+        # Before the weights load and the sandboxes start: the agent reads the whole prompt.
+        check_model_fits(prompt, args.model, reserve=args.max_new_tokens)
     backend = load_backend(args.model, adapter=args.adapter)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
-    with_prompt = not (args.adapter or args.no_prompt)
     return LLMAgent(backend, prompt, with_prompt=with_prompt, params=params)
 
 

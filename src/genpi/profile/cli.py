@@ -85,6 +85,12 @@ def main(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     prompt = load_prompt(args.prompt)
+    from genpi.context import check_model_fits
+
+    # The prompted settings hold the prompt and every turn; a synthetic conversation's size is
+    # known now, a loaded one's only after the tokenizer reads it (the prompt alone is checked).
+    turns = 0 if args.conversation else args.turns * (args.user_tokens + args.assistant_tokens)
+    check_model_fits(prompt, args.model, reserve=turns)
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     if args.conversation:
         conversation = load_conversation(args.conversation, args.example).truncated(args.turns)

@@ -8,8 +8,13 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from genpi.errors import GenpiError
+
+if TYPE_CHECKING:  # the verb imports its heavy parts when it runs, not to build the parser
+    from genpi.prompt import Prompt
+    from genpi.synth.config import SynthConfig
 
 STAGE_CHOICES = ("all", "inputs", "conversations", "outputs", "reasons", "report")
 
@@ -150,6 +155,31 @@ def _check_ready(run, stage: str) -> None:
             )
 
 
+def check_context(
+    prompt: Prompt,
+    model_ref: str | None,
+    generator_ref: str | None,
+    config: SynthConfig,
+    model: bool,
+    generator: bool,
+) -> None:
+    """Refuse a prompt the models' contexts cannot hold, before the run directory is touched.
+
+    The target model runs the prompt as the agent (and the role-swapped one as the environment);
+    the generator reads it to write inputs and reasons. A remote server's context is unknown.
+    """
+    from genpi.context import check_model_fits
+
+    if model:
+        reserve = max(
+            config.agent_max_new_tokens, config.env_max_new_tokens, config.output_max_new_tokens
+        )
+        check_model_fits(prompt, model_ref, reserve=reserve)
+    if generator and not (model and generator_ref == model_ref):
+        reserve = max(config.input_max_new_tokens, config.reason_max_new_tokens)
+        check_model_fits(prompt, generator_ref, reserve=reserve)
+
+
 def main(args: argparse.Namespace) -> int:
     from genpi.prompt import load_prompt
     from genpi.synth.pipeline import open_run
@@ -184,6 +214,12 @@ def main(args: argparse.Namespace) -> int:
         given_inputs = read_seed_inputs(args.inputs_file)
     generator_ref = args.generator or args.model
     model_name, generator_name = backend_name(args.model), backend_name(generator_ref)
+    stages = (
+        ("inputs", "conversations", "outputs", "reasons") if args.stage == "all" else (args.stage,)
+    )
+    needs_model = any(s in ("conversations", "outputs") for s in stages)
+    needs_generator = any(s in ("inputs", "reasons") for s in stages)
+    check_context(prompt, args.model, generator_ref, config, needs_model, needs_generator)
     run = open_run(
         prompt,
         out,
@@ -192,12 +228,7 @@ def main(args: argparse.Namespace) -> int:
         config=config,
         force=args.force,
     )
-    stages = (
-        ("inputs", "conversations", "outputs", "reasons") if args.stage == "all" else (args.stage,)
-    )
     _check_ready(run, args.stage)  # before loading any model
-    needs_model = any(s in ("conversations", "outputs") for s in stages)
-    needs_generator = any(s in ("inputs", "reasons") for s in stages)
     model = _load(args.model, config.batch_size) if needs_model else None
     if needs_generator:
         generator = (

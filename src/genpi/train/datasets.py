@@ -219,9 +219,15 @@ def build_items(
 
     ``conversations_of(example)`` returns {stream: messages} or None (the example lacks data the
     method needs: counted as skipped). ``max_length`` None means the longest sequence of the run,
-    capped by the model's context. Items with a sequence over the limit are dropped and counted
+    capped by the model's context; a ``max_length`` over the context is refused (the model cannot
+    read past it). Items with a sequence over the limit are dropped and counted
     (``overlong="drop"``) or refused (``"error"``).
     """
+    if max_length is not None and model_context is not None and max_length > model_context:
+        raise GenpiError(
+            f"--max-length {max_length} is longer than the model's context of {model_context} "
+            f"tokens: give at most {model_context}, or use a model with a longer context"
+        )
     encoded: list[dict[str, Sample]] = []
     skipped = 0
     for example in examples:
@@ -262,6 +268,12 @@ def build_items(
     over = {s: r for s, r in streams.items() if r.overlong}
     if over and overlong == "error":
         detail = ", ".join(f"{r.overlong} {s} (longest {r.longest})" for s, r in over.items())
+        if limit == model_context:
+            raise GenpiError(
+                f"{detail} sequences are longer than the model's context of {limit} tokens: "
+                "shorten the prompt or use a model with a longer context, or pass --overlong drop "
+                "to train without them"
+            )
         raise GenpiError(
             f"{detail} sequences are longer than --max-length {limit}: raise --max-length "
             "or pass --overlong drop to train without them"
@@ -284,7 +296,12 @@ def describe_report(report: dict[str, Any]) -> str:
             f"  {stream}: {r['sequences']} sequences, longest {r['longest']} tokens, "
             f"{r['target_tokens']} target tokens"
         )
-        if r["overlong"]:
+        if r["overlong"] and report["max_length"] == report.get("model_context"):
+            line += (
+                f"; {r['overlong']} LONGER than the model's context of {report['max_length']} "
+                "were dropped (shorten them or use a model with a longer context)"
+            )
+        elif r["overlong"]:
             line += f"; {r['overlong']} LONGER than {report['max_length']} were dropped (raise --max-length)"
         lines.append(line)
     return "\n".join(lines)

@@ -44,6 +44,9 @@ class Method:
     allows_full: bool = False
     paper_row: str = ""
     flags: tuple[str, ...] = field(default=())  # config fields the method reads
+    # Whether its sequences hold the prompt (PG targets, the teacher's view): then the prompt
+    # must fit the model's context, which training checks before it tokenizes anything.
+    holds_prompt: bool = False
 
     @property
     def needs_teacher(self) -> bool:
@@ -144,7 +147,14 @@ SFT_PG = {"sft": ("nll", "sft"), "pg": ("nll", "pg")}
 
 def _genpi_variant(name: str, summary: str, layout: PGLayout, row: str) -> Method:
     return Method(
-        name, summary, conversation_and_pg(layout), SFT_PG, genpi_mix, paper_row=row, flags=("lam",)
+        name,
+        summary,
+        conversation_and_pg(layout),
+        SFT_PG,
+        genpi_mix,
+        paper_row=row,
+        flags=("lam",),
+        holds_prompt="prompt" in layout.required(),
     )
 
 
@@ -172,6 +182,7 @@ METHODS: dict[str, Method] = {
             {"pg": ("nll", "pg")},
             only("pg"),
             paper_row="GenPI w/o L_SFT",
+            holds_prompt=True,
         ),
         _genpi_variant(
             "genpi-no-reason",
@@ -205,6 +216,7 @@ METHODS: dict[str, Method] = {
             only("sft"),
             paper_row="Prompt Prepending",
             flags=("prepend_prob",),
+            holds_prompt=True,
         ),
         Method(
             "kld",
@@ -216,6 +228,7 @@ METHODS: dict[str, Method] = {
             allows_full=True,
             paper_row="KLD",
             flags=("kl_temperature",),
+            holds_prompt=True,
         ),
         Method(
             "seqkd",
@@ -235,6 +248,7 @@ METHODS: dict[str, Method] = {
             allows_full=True,
             paper_row="SeqKD+KLD",
             flags=("kd_mix", "kl_temperature"),
+            holds_prompt=True,
         ),
         Method(
             "soft-prompt",

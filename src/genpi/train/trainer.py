@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from genpi.adapter import INFO_FILE, AdapterInfo, write_adapter_info
+from genpi.context import check_prompt_fits
 from genpi.data import Example, load_examples, model_from_manifest, read_jsonl
 from genpi.errors import GenpiError
 from genpi.models import DEFAULT_MODEL, resolve_model, sha256_file
@@ -81,12 +82,13 @@ def weights_sha256(resolved: Any) -> str | None:
     return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
 
 
-def model_context(resolved: Any) -> int | None:
+def model_context(resolved: Any, tokenizer: Any = None) -> int | None:
+    """The model's context (genpi.context's reading of its config, else the tokenizer's)."""
+    from genpi.context import context_length
+
     config = Path(resolved.path) / "config.json"
-    if resolved.local and config.exists():
-        value = json.loads(config.read_text()).get("max_position_embeddings")
-        return int(value) if value else None
-    return None
+    data = json.loads(config.read_text()) if resolved.local and config.exists() else None
+    return context_length(data, tokenizer)
 
 
 def is_finished(out_dir: Path) -> bool:
@@ -367,6 +369,15 @@ def train(
     run_dir = Path(run_dir)
     prompt, manifest = read_run(run_dir)
     model_ref = model_ref or model_from_manifest(manifest) or DEFAULT_MODEL
+    resolved = resolve_model(model_ref)
+    from genpi.models import load_tokenizer
+
+    tokenizer = load_tokenizer(model_ref)
+    context = model_context(resolved, tokenizer)
+    if spec.holds_prompt:
+        # Its sequences hold the whole prompt: refuse now, not after an --overwrite removed the
+        # old adapter or every item was dropped as too long.
+        check_prompt_fits(prompt, tokenizer, context, model=model_ref)
     out_dir = Path(out_dir) if out_dir else run_dir / "adapters" / method
     if is_finished(out_dir) and not overwrite:
         stored = (
@@ -392,23 +403,21 @@ def train(
             f"{str(run_dir)!r} has no training conversations: run `genpi synth` on it first"
         )
 
-    resolved = resolve_model(model_ref)
-    from genpi.models import load_tokenizer
-
-    tokenizer = load_tokenizer(model_ref)
     dataset, report = build_items(
         examples,
         lambda ex: spec.build(ex, prompt, config),
         tokenizer,
         max_length=config.max_length,
-        model_context=model_context(resolved),
+        model_context=context,
         overlong=config.overlong,
     )
     echo(describe_report(report))
     if len(dataset) == 0:
+        fix = "run every genpi synth stage, or raise --max-length"
+        if report["dropped_overlong"] and report["max_length"] == context:
+            fix = "they are longer than the model's context: use a model with a longer context"
         raise GenpiError(
-            f"no example of {str(run_dir)!r} is usable by {method!r} (see the report above): "
-            "run every genpi synth stage, or raise --max-length"
+            f"no example of {str(run_dir)!r} is usable by {method!r} (see the report above): {fix}"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
