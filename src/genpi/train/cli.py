@@ -39,6 +39,12 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--dtype": ("dtype", str, "auto, bf16, fp32 or fp16"),
     "--load-in-4bit": ("load_in_4bit", str, "auto (CUDA + bitsandbytes), yes or no"),
     "--save-steps": ("save_steps", int, "checkpoint every N steps (resume point)"),
+    "--save-every-minutes": (
+        "save_every_minutes",
+        float,
+        "also checkpoint after this many minutes of training since the last checkpoint, so a "
+        "killed run loses at most that (0: by steps only)",
+    ),
     "--logging-steps": ("logging_steps", int, "log losses every N steps"),
 }
 

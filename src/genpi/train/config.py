@@ -57,6 +57,10 @@ class TrainConfig:
     # -- bookkeeping ------------------------------------------------------------------------
     logging_steps: int = 1
     save_steps: int = 50  # checkpoint interval (resume point after an interruption)
+    # Also checkpoint after this many minutes of training since the last checkpoint: with slow
+    # steps (a CPU, long PG targets) save_steps alone can leave a long run with nothing saved.
+    # 0 checkpoints by steps only.
+    save_every_minutes: float = 10.0
     save_total_limit: int = 2
     preset: str = "paper"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +82,10 @@ class TrainConfig:
             raise ConfigError(f"--load-in-4bit must be auto, yes or no, got {self.load_in_4bit!r}")
         if self.per_device_batch < 1 or self.effective_batch < 1:
             raise ConfigError("--batch and --effective-batch must be at least 1")
+        if self.save_every_minutes < 0:
+            raise ConfigError(
+                f"--save-every-minutes must be 0 (steps only) or more, got {self.save_every_minutes}"
+            )
         if self.max_length is not None and self.max_length < 8:
             raise ConfigError(
                 f"--max-length {self.max_length} is too small; give at least 8 tokens"

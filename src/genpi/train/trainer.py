@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import resource
 import shutil
 import sys
@@ -330,6 +331,68 @@ def _keep_losses_up_to(loss_path: Path, step: int) -> None:
         loss_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def _save_every_minutes_callback(minutes: float) -> Any:
+    """A callback that asks for a checkpoint once ``minutes`` of training have passed since the
+    last checkpoint (any kind) or the start: with slow steps, --save-steps alone can leave a long
+    run with nothing saved. It saves through the Trainer's own path, so the checkpoint (named by
+    its step, with optimizer, scheduler and RNG states) resumes exactly like a step checkpoint."""
+    from transformers import TrainerCallback
+
+    class SaveEveryMinutes(TrainerCallback):
+        def __init__(self) -> None:
+            self.seconds = minutes * 60
+            self.last = time.monotonic()
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.last = time.monotonic()  # model loading and a resume's data skipping not counted
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step >= state.max_steps:
+                return  # the finished adapter is written next; a checkpoint would be thrown away
+            due = time.monotonic() - self.last >= self.seconds
+            if args.world_size > 1:
+                due = _agree(due, args.device)
+            if due:
+                control.should_save = True
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.last = time.monotonic()
+
+    return SaveEveryMinutes()
+
+
+def _agree(flag: bool, device: Any) -> bool:
+    """Process 0's decision on every process: a save is collective, and clocks drift apart."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest ``checkpoint-N`` whose trainer state was written (the Trainer writes it last),
+    so a checkpoint cut short by a kill is passed over for the one before it."""
+    if not folder.is_dir():
+        return None
+    steps = []
+    for path in folder.iterdir():
+        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if match and path.is_dir():
+            steps.append((int(match.group(1)), path))
+    for _, path in sorted(steps, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            log.warning("%s was not finished (the run was killed while saving); skipping it", path)
+            continue
+        return str(path)
+    return None
+
+
 def _checkpointing_args(config: TrainConfig) -> dict[str, Any]:
     # Only named when wanted: transformers 5 renamed these and warns about the old names.
     if not config.gradient_checkpointing:
@@ -359,7 +422,6 @@ def train(
     """
     import torch
     from transformers import TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
 
     spec = get_method(method)
     config = config or TrainConfig()
@@ -466,9 +528,9 @@ def train(
         loss_path=loss_path,
         callbacks=list(callbacks),
     )
-    checkpoint = None
-    if (out_dir / CHECKPOINTS).is_dir():
-        checkpoint = get_last_checkpoint(str(out_dir / CHECKPOINTS))
+    if config.save_every_minutes > 0:
+        trainer.add_callback(_save_every_minutes_callback(config.save_every_minutes))
+    checkpoint = last_complete_checkpoint(out_dir / CHECKPOINTS)
     if checkpoint:
         step = int(Path(checkpoint).name.split("-")[-1])
         echo(f"resuming from {checkpoint} (step {step})")
