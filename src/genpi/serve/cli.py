@@ -99,6 +99,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="open connections at most; one more is answered 503 and closed",
     )
     parser.add_argument(
+        "--prefix-cache-mb",
+        type=float,
+        default=256.0,
+        help="memory for the KV of conversation prefixes that requests repeat (a prompt sent "
+        "with every request, earlier rounds), least recently used evicted first; 0 turns it off",
+    )
+    parser.add_argument(
         "--drain-timeout",
         type=float,
         default=60.0,
@@ -119,6 +126,8 @@ def main(args: argparse.Namespace) -> int:
         raise GenpiError(
             "--max-batch-size, --max-body-bytes and --max-connections must be positive"
         )
+    if args.prefix_cache_mb < 0:
+        raise GenpiError(f"--prefix-cache-mb must be 0 (off) or more, not {args.prefix_cache_mb}")
     if not args.header_timeout > 0:
         raise GenpiError(
             f"--header-timeout must be a positive number of seconds, not {args.header_timeout}"
@@ -138,6 +147,7 @@ def main(args: argparse.Namespace) -> int:
         device=args.device,
         max_batch_size=args.max_batch_size,
         max_context=args.max_context,
+        prefix_cache_bytes=int(args.prefix_cache_mb * 2**20),
     )
     seen: dict[str, str] = {}
     for name, prompt in loaded.prompts.items():

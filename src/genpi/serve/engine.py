@@ -6,6 +6,11 @@ adapters for the base model), and decodes the batch step by step with the KV cac
 Each row keeps its own sampling parameters, token budget and stop strings, streams its text as
 deltas, and leaves the batch as soon as it ends or its client goes away. Only the worker thread
 touches the model, and one batch runs at a time, so no request ever sees another adapter's weights.
+
+A prefix cache keeps the KV of conversation prefixes (everything before a request's last message:
+a prompt sent with every request, the earlier rounds of an agent's episode) per adapter, bounded
+in bytes with least-recently-used eviction, so a later request that starts with one runs only the
+rest of its tokens.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 import random
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +71,8 @@ class GenRequest:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    # Leading tokens worth keeping in the prefix cache (the conversation before its last message).
+    prefix_len: int = 0
     cancelled: threading.Event = field(default_factory=threading.Event)
     id: int = field(default_factory=lambda: next(_ids))
 
@@ -155,6 +162,64 @@ class _Row:
             self.sent = text
 
 
+# Shorter shared prefixes are not worth an entry (the chat template's header alone is ~20 tokens).
+MIN_CACHED_PREFIX = 64
+
+
+@dataclass
+class _Entry:
+    tokens: tuple[int, ...]
+    layers: list[tuple[Any, Any]]  # per layer (keys, values), each [1, kv_heads, tokens, dim]
+    nbytes: int
+
+
+class PrefixCache:
+    """KV caches of token prefixes, keyed by adapter and tokens, at most ``max_bytes`` in all."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[tuple[str | None, tuple[int, ...]], _Entry] = OrderedDict()
+        self.hits = self.misses = self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, adapter: str | None, ids: Sequence[int]) -> _Entry | None:
+        """The longest cached prefix of ``ids`` for this adapter that leaves ``ids`` a token of
+        its own (the last position's logits are needed)."""
+        best: tuple[str | None, tuple[int, ...]] | None = None
+        for key in self._entries:
+            name, tokens = key
+            if name != adapter or len(tokens) >= len(ids):
+                continue
+            if (best is None or len(tokens) > len(best[1])) and tuple(ids[: len(tokens)]) == tokens:
+                best = key
+        if best is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(best)
+        return self._entries[best]
+
+    def store(
+        self, adapter: str | None, tokens: Sequence[int], layers: list[tuple[Any, Any]]
+    ) -> None:
+        key = (adapter, tuple(tokens))
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return
+        nbytes = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+        if nbytes > self.max_bytes:
+            return  # larger than the whole cache: not kept
+        while self.bytes + nbytes > self.max_bytes:
+            _, old = self._entries.popitem(last=False)
+            self.bytes -= old.nbytes
+            self.evictions += 1
+        self._entries[key] = _Entry(key[1], layers, nbytes)
+        self.bytes += nbytes
+
+
 class Engine:
     """Serve one base model and its adapters from a queue, in batches per adapter."""
 
@@ -166,6 +231,7 @@ class Engine:
         adapters: Sequence[str] = (),
         max_batch_size: int = 8,
         max_context: int | None = None,
+        prefix_cache_bytes: int = 0,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -186,6 +252,7 @@ class Engine:
         self.rows_cancelled = 0  # rows dropped mid-batch because their client went away
         self.rows_joined = 0  # requests that joined a batch already decoding
         self.device = next(model.parameters()).device
+        self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 else None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Engine:
@@ -216,6 +283,18 @@ class Engine:
 
         with self._tokenizer_lock:
             return encode_chat(self.tokenizer, messages)
+
+    def cacheable_prefix(self, messages: list[dict[str, str]], ids: list[int]) -> int:
+        """How many leading tokens of ``ids`` are the conversation before its last message (the
+        prompt, earlier rounds): what a later request is likely to start with. 0 when that is
+        too short to cache, or the cache is off."""
+        if self.prefix_cache is None or len(messages) < 2:
+            return 0
+        from genpi.llm.local import shared_prefix_length
+
+        before = self.encode(messages[:-1])
+        n = shared_prefix_length([before, ids])
+        return n if n >= MIN_CACHED_PREFIX else 0
 
     def submit(self, request: GenRequest) -> None:
         if request.adapter is not None and request.adapter not in self.adapters:
@@ -312,24 +391,78 @@ class Engine:
         return rows
 
     def _prefill(self, requests: list[GenRequest]) -> _Batch:
-        """Read the prompts (left-padded) into a fresh KV cache: the state before the first token."""
-        import torch
+        """Read the prompts into a fresh KV cache: the state before the first token. Rows that
+        start with a cached prefix run only their own tokens after it."""
         from transformers import DynamicCache
 
         rows = self._start_rows(requests)
         if not rows:
             return _Batch([], DynamicCache(), None, None)
+        if self.prefix_cache is None:
+            return self._prefill_rows(rows)
+        adapter = rows[0].request.adapter
+        groups: dict[tuple[int, ...] | None, tuple[_Entry | None, list[_Row]]] = {}
+        for row in rows:
+            entry = self.prefix_cache.lookup(adapter, row.request.input_ids)
+            key = entry.tokens if entry is not None else None
+            groups.setdefault(key, (entry, []))[1].append(row)
+        states = [self._prefill_rows(group, entry) for entry, group in groups.values()]
+        state = states[0]
+        for other in states[1:]:
+            state = _merge(state, other)
+        return state
+
+    def _prefill_rows(self, rows: list[_Row], entry: _Entry | None = None) -> _Batch:
+        """Left-padded prefill of ``rows``; after a cached ``entry`` the layout of a row is
+        [entry][padding][own tokens], positions continuing from the entry. The rows' cacheable
+        prefixes that the cache lacks are stored."""
+        import torch
+        from transformers import DynamicCache
+
         requests = [row.request for row in rows]
         pad = self.tokenizer.pad_token_id
-        width = max(len(r.input_ids) for r in requests)
-        ids = torch.tensor([[pad] * (width - len(r.input_ids)) + r.input_ids for r in requests])
-        mask = torch.tensor(
-            [[0] * (width - len(r.input_ids)) + [1] * len(r.input_ids) for r in requests]
-        )
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        start = len(entry.tokens) if entry is not None else 0
+        tails = [r.input_ids[start:] for r in requests]
+        width = max(len(t) for t in tails)
+        ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails])
+        own = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tails])
+        positions = (own.cumsum(-1) - 1).clamp(min=0) + start
         cache = DynamicCache()
+        if entry is not None:
+            for i, (keys, values) in enumerate(entry.layers):
+                cache.update(
+                    keys.expand(len(rows), -1, -1, -1).contiguous(),
+                    values.expand(len(rows), -1, -1, -1).contiguous(),
+                    i,
+                )
+        mask = torch.cat([torch.ones(len(rows), start, dtype=own.dtype), own], dim=1)
         logits = self._forward(ids, mask, positions, cache)
+        if self.prefix_cache is not None:
+            self._store_prefixes(requests, cache, start, width)
         return _Batch(rows, cache, mask, positions[:, -1:], logits)
+
+    def _store_prefixes(
+        self, requests: list[GenRequest], cache: Any, start: int, width: int
+    ) -> None:
+        """Copy each request's cacheable prefix out of a prefill's cache, whose row layout is
+        [``start`` cached tokens][left padding][the row's own tokens, ``width`` with padding]."""
+        import torch
+
+        assert self.prefix_cache is not None
+        for i, request in enumerate(requests):
+            n = request.prefix_len
+            if n <= start or n < MIN_CACHED_PREFIX or n >= len(request.input_ids):
+                continue  # nothing beyond what is cached already, or too short to keep
+            own = start + width - (len(request.input_ids) - start)  # where its own tokens begin
+            take = n - start
+
+            def cut(t: Any, own: int = own, take: int = take, i: int = i) -> Any:
+                return torch.cat([t[i : i + 1, :, :start], t[i : i + 1, :, own : own + take]], 2)
+
+            layers = [
+                (cut(layer.keys).clone(), cut(layer.values).clone()) for layer in cache.layers
+            ]
+            self.prefix_cache.store(request.adapter, request.input_ids[:n], layers)
 
     def _advance(self, state: _Batch) -> _Batch:
         """Choose each row's next token; drop the rows that ended or whose client left."""
@@ -433,6 +566,7 @@ def _merge(a: _Batch, b: _Batch) -> _Batch:
         cache=a.cache,
         mask=torch.cat([left_pad(a.mask, 1), left_pad(b.mask, 1)]),
         last_positions=torch.cat([a.last_positions, b.last_positions]),
+        logits=None if a.logits is None else torch.cat([a.logits, b.logits]),
         next_tokens=a.next_tokens + b.next_tokens,
     )
 
@@ -471,6 +605,7 @@ def load_engine(
     device: str | None = None,
     max_batch_size: int = 8,
     max_context: int | None = None,
+    prefix_cache_bytes: int = 0,
 ) -> LoadedModel:
     """Load the base model once and every adapter onto it, refusing adapters of another base."""
     from genpi.adapter import check_adapter, read_adapter_info, read_adapter_prompt
@@ -511,5 +646,6 @@ def load_engine(
         adapters=list(adapters),
         max_batch_size=max_batch_size,
         max_context=max_context,
+        prefix_cache_bytes=prefix_cache_bytes,
     )
     return LoadedModel(engine, model_ref, resolved.path, dict(adapters), prompts)

@@ -433,7 +433,7 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
             )
         return {"object": "list", "data": data}
 
-    def prepare(body: bytes, by_prompt: bool) -> tuple[ChatParams, Route, list[int], int, int]:
+    def prepare(body: bytes, by_prompt: bool) -> tuple[ChatParams, Route, list[int], int, int, int]:
         """The request, validated, routed and tokenized (blocking: run off the event loop)."""
         params = parse_chat(parse_json(body))
         if not table.knows(params.model):
@@ -458,7 +458,8 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
                 param="max_tokens" if room >= 1 else "messages",
                 code="context_length_exceeded",
             )
-        return params, chosen, input_ids, saved, max_tokens
+        prefix_len = engine.cacheable_prefix(chosen.messages, input_ids)
+        return params, chosen, input_ids, saved, max_tokens, prefix_len
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> JSONResponse | StreamingResponse:
@@ -469,7 +470,7 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
         # the event loop keeps answering /health and streaming other requests' tokens meanwhile.
         loop = asyncio.get_running_loop()
         prepared = await loop.run_in_executor(preparing, prepare, body, by_prompt)
-        params, chosen, input_ids, saved, max_tokens = prepared
+        params, chosen, input_ids, saved, max_tokens, prefix_len = prepared
         events: asyncio.Queue[Any] = asyncio.Queue()
         gen = GenRequest(
             adapter=chosen.adapter,
@@ -481,6 +482,7 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
             seed=params.seed,
             stop=params.stop,
             ignore_eos=params.ignore_eos,
+            prefix_len=prefix_len,
         )
         try:
             engine.submit(gen)
