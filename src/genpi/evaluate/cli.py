@@ -248,9 +248,10 @@ def run_system(
         bar.close()
         seconds = time.perf_counter() - start
         refs = references if references is not None else [r["answer"] for r in records]
-        for conv, rec, ref in zip(conversations, records, refs, strict=True):
-            # An empty reference still has a target: the end-of-turn token.
-            rec["nll"] = metrics.teacher_forced_nll(backend.model, host.tokenizer, conv, ref)
+        # An empty reference still has a target: the end-of-turn token.
+        nlls = metrics.teacher_forced_nlls(backend.model, host.tokenizer, conversations, refs)
+        for rec, nll in zip(records, nlls, strict=True):
+            rec["nll"] = nll
     for rec in records:
         rec["seconds"] = seconds / max(len(records), 1)
     if cache_path is not None:

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genpi.evaluate.readers import Action
+
+if TYPE_CHECKING:
+    from genpi.llm.local import SharedPrefix
 
 HIGHER_IS_BETTER = {
     "format": True,
@@ -165,8 +168,13 @@ def teacher_forced_nll(
     answer: str,
     *,
     max_length: int | None = None,
+    prefix: SharedPrefix | None = None,
 ) -> float | None:
-    """Mean NLL per token of ``answer`` as the assistant's reply to ``conversation``."""
+    """Mean NLL per token of ``answer`` as the assistant's reply to ``conversation``.
+
+    ``prefix``: the KV cache of tokens the context starts with (the prompt, shared by every item
+    of a system); only the rest of the sequence is run.
+    """
     import torch
 
     context, target = answer_token_ids(tokenizer, conversation, answer)
@@ -178,10 +186,47 @@ def teacher_forced_nll(
     labels = torch.full((len(ids),), -100, dtype=torch.long)
     labels[len(ids) - len(target) - 1 : len(ids) - 1] = torch.tensor(ids[len(ids) - len(target) :])
     device = next(model.parameters()).device
+    # The prefix must end before the last context position: its logits predict the first target.
+    start = 0
+    if (
+        prefix is not None
+        and len(prefix.tokens) < len(context)
+        and ids[: len(prefix.tokens)] == (prefix.tokens)
+    ):
+        start = len(prefix.tokens)
     with torch.inference_mode():
-        logits = model(input_ids=torch.tensor([ids], device=device)).logits[0]
-    total, count = token_nll(logits.cpu(), labels)
+        if start:
+            positions = torch.arange(start, len(ids), device=device)[None]
+            logits = model(
+                input_ids=torch.tensor([ids[start:]], device=device),
+                position_ids=positions,
+                cache=prefix.cache_for(1),
+            ).logits[0]
+        else:
+            logits = model(input_ids=torch.tensor([ids], device=device)).logits[0]
+    total, count = token_nll(logits.cpu(), labels[start:])
     return total / count if count else None
+
+
+def teacher_forced_nlls(
+    model: Any,
+    tokenizer: Any,
+    conversations: Sequence[list[dict[str, str]]],
+    answers: Sequence[str],
+) -> list[float | None]:
+    """``teacher_forced_nll`` of every item, the contexts' shared prefix (the prompt) run once."""
+    from genpi.llm.local import SHARED_PREFIX_MIN_TOKENS, SharedPrefix, shared_prefix_length
+
+    prefix = None
+    if len(conversations) > 1:
+        contexts = [answer_token_ids(tokenizer, c, "")[0] for c in conversations]
+        length = shared_prefix_length(contexts)
+        if length >= SHARED_PREFIX_MIN_TOKENS:
+            prefix = SharedPrefix.compute(model, contexts[0][:length])
+    return [
+        teacher_forced_nll(model, tokenizer, c, a, prefix=prefix)
+        for c, a in zip(conversations, answers, strict=True)
+    ]
 
 
 def score_answers(
