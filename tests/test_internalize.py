@@ -57,6 +57,8 @@ def test_internalize_quick_produces_adapter_eval_and_table(tmp_path, example_pro
     rows = [line for line in table.splitlines() if line.startswith("| genpi")]
     assert rows and "| |" not in rows[0] and " - |" not in rows[0]  # every column filled
     assert "upper_bound" in result.stdout and "done in" in result.stdout
+    assert "Estimated wall time on this machine" in result.stdout  # the bill came first
+    assert result.stdout.index("Estimated wall time") < result.stdout.index("2/4 training")
     # a second run resumes everything and trains nothing again
     written = {
         p: p.stat().st_mtime_ns
@@ -66,3 +68,20 @@ def test_internalize_quick_produces_adapter_eval_and_table(tmp_path, example_pro
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in written} == written
     assert "already trained with this config" in again.stdout + again.stderr
+    assert "Estimated wall time" not in again.stdout  # nothing heavy left: no probe
+
+
+def test_estimate_only_prints_the_bill_and_writes_nothing(tmp_path, tiny_model_dir):
+    from pathlib import Path
+
+    prompt = Path(__file__).resolve().parents[1] / "examples" / "shell_agent.json"
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "genpi", "internalize", str(prompt), "--out", str(out)]
+    cmd += ["--model", str(tiny_model_dir), "--preset", "paper", "--estimate-only"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    bill = result.stdout
+    for stage in ("synthesis: role-play", "training: genpi", "training: kld", "evaluation"):
+        assert stage in bill
+    assert "total" in bill
+    assert not out.exists()

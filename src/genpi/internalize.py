@@ -96,6 +96,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force", action="store_true", help="reuse a run dir made for another prompt"
     )
+    bill = parser.add_mutually_exclusive_group()
+    bill.add_argument(
+        "--estimate-only",
+        action="store_true",
+        help="measure a short probe, print each stage's estimated wall time here, and stop",
+    )
+    bill.add_argument(
+        "--no-estimate",
+        action="store_true",
+        help="skip the probe that estimates each stage's wall time before the run",
+    )
 
 
 def _methods(args: argparse.Namespace, preset: Preset) -> list[str]:
@@ -118,6 +129,110 @@ def _compression(args: argparse.Namespace, preset: Preset) -> list[float]:
         raise GenpiError(
             f"--compression takes rates like 0.9,0.7,0.3, not {args.compression!r}"
         ) from None
+
+
+def _plan(
+    args: argparse.Namespace,
+    preset_name: str,
+    synth_config: Any,
+    methods: list[str],
+    rates: list[float],
+    prompt_tokens: int,
+    input_tokens: int,
+    max_turns: int | None,
+    out: Path,
+) -> Any:
+    """What ``internalize`` will run under a preset, for the estimate (finished parts skipped)."""
+    from genpi.data import load_examples
+    from genpi.estimate import RunPlan
+    from genpi.evaluate.cli import read_inputs
+    from genpi.train import make_config
+    from genpi.train.methods import get_method
+    from genpi.train.trainer import is_finished
+
+    preset = PRESETS[preset_name]
+    overrides = dict(preset.train)
+    if args.max_steps is not None:
+        overrides["max_steps"] = args.max_steps
+    done = len(load_examples(out)) if (out / "inputs.jsonl").exists() else 0
+    todo = [m for m in methods if not is_finished(out / "adapters" / m)]
+    heldout = round(synth_config.n * synth_config.heldout_fraction)
+    extra = len(read_inputs(args.eval_inputs)) if args.eval_inputs else 0
+    return RunPlan(
+        synth=synth_config,
+        train=make_config(preset.train_preset, **overrides),
+        methods=tuple(get_method(m) for m in todo),
+        turns=synth_config.turn_limit(max_turns),
+        prompt_tokens=prompt_tokens,
+        input_tokens=input_tokens,
+        # A remote generator's time is not this machine's: it is left out of the estimate.
+        local_generator=not (args.generator or "").startswith(("http://", "https://", "vllm:")),
+        inputs_todo=max(synth_config.n - done, 0),
+        eval_systems=2 + len(methods) + len(rates),
+        eval_items=heldout + extra,
+        eval_max_new_tokens=args.max_new_tokens or preset.eval_max_new_tokens,
+    )
+
+
+def print_bill(
+    args: argparse.Namespace,
+    prompt: Any,
+    preset: Preset,
+    synth_config: Any,
+    methods: list[str],
+    rates: list[float],
+    backend: Any,
+    out: Path,
+) -> None:
+    """Know the bill before paying it: a short probe on this machine, then each stage's time."""
+    from genpi.estimate import (
+        estimate_run,
+        human,
+        probe_generation,
+        probe_training,
+        too_long_here,
+    )
+    from genpi.synth.inputs import demonstration_inputs
+    from genpi.train import make_config
+
+    model = getattr(backend, "model", None)
+    if model is None:
+        print("(no estimate: the target model is not loaded in this process)")
+        return
+    demos = demonstration_inputs(prompt) or ["a task for the agent"]
+    probe_conversations = [prompt.teacher_messages(x) for x in demos]
+    prompt_tokens = max(len(backend.encode(c)) for c in probe_conversations)
+    input_tokens = max(len(backend.tokenizer(x)["input_ids"]) for x in demos)
+    lengths = (prompt_tokens, input_tokens, prompt.max_turns, out)
+    plan = _plan(args, args.preset, synth_config, methods, rates, *lengths)
+    if not plan.inputs_todo and not plan.methods:
+        return  # synthesis and training are done: what is left reuses cached answers
+    started = time.monotonic()
+    rows = min(synth_config.batch_size, synth_config.n)
+    generation = probe_generation(backend, probe_conversations, rows)
+    longest = prompt_tokens + synth_config.reason_max_new_tokens
+    training = probe_training(model, longest, make_config(PRESETS[args.preset].train_preset))
+    probe_s = time.monotonic() - started
+    estimate = estimate_run(plan, generation, training)
+    device = str(next(model.parameters()).device)
+    print(
+        estimate.format(
+            f"Estimated wall time on this machine ({device}; from a {probe_s:.0f} s probe; "
+            "generation caps make synthesis and evaluation upper bounds):"
+        ),
+        flush=True,
+    )
+    if too_long_here(device, estimate.total) and args.preset != "quick":
+        from genpi.synth.config import SynthConfig
+
+        quick_synth = SynthConfig.preset("quick", **PRESETS["quick"].synth)
+        quick = _plan(args, "quick", quick_synth, methods, rates, *lengths)
+        print(
+            f"That is {human(estimate.total)} on a CPU. `--preset quick` would take about "
+            f"{human(estimate_run(quick, generation, training).total)}; fewer inputs (--n) or "
+            "steps (--max-steps) also cut it, and a GPU takes the paper preset in minutes.",
+            flush=True,
+        )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -158,6 +273,10 @@ def main(args: argparse.Namespace) -> int:
     check_context(prompt, model_ref, generator_ref, synth_config, model=True, generator=True)
     model_backend = load_backend(model_ref)
     generator_backend = model_backend if generator_ref == model_ref else load_backend(generator_ref)
+    if not args.no_estimate:
+        print_bill(args, prompt, preset, synth_config, methods, rates, model_backend, out)
+        if args.estimate_only:
+            return 0
     synthesize(
         prompt,
         out,
