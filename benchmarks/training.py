@@ -9,12 +9,18 @@ Wall-clock figures depend on what else runs on the host; CPU seconds (all thread
 training process) are printed beside them.
 
 Run as: python benchmarks/training.py [--steps 3] [--batch 2] [--examples 8] [--dtype auto]
+
+``--compare-paths`` trains each method (default genpi,kld) twice, each run in its own process
+with the same seed and data order (--no-group-by-length): the losses from hidden states
+projected in chunks (genpi.train.hidden) and the old full-logits path (GENPI_FULL_LOGITS=1). It
+prints s/step, peak RSS and the first step losses of both, and their largest difference.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -76,7 +82,17 @@ def make_run_dir(path: Path, prompt_path: Path, n: int) -> Path:
     return path
 
 
-def run_one(run_dir: str, method: str, steps: int, batch: int, dtype: str, out: str) -> None:
+def run_one(
+    run_dir: str,
+    method: str,
+    steps: int,
+    batch: int,
+    dtype: str,
+    out: str,
+    group: bool = True,
+    model: str = "smollm2-135m",
+) -> None:
+    from genpi.data import read_jsonl
     from genpi.train import make_config, train
 
     config = make_config(
@@ -86,52 +102,117 @@ def run_one(run_dir: str, method: str, steps: int, batch: int, dtype: str, out: 
         effective_batch=batch,
         dtype=dtype,
         save_steps=10_000,
+        save_every_minutes=0,
         learning_rate=1e-4,
+        group_by_length=group,
     )
-    adapter = train(
-        run_dir, method, config, model_ref="smollm2-135m", out_dir=out, echo=lambda _: None
+    adapter = train(run_dir, method, config, model_ref=model, out_dir=out, echo=lambda _: None)
+    summary = json.loads((adapter / "train_summary.json").read_text())
+    summary["losses"] = [row["loss"] for row in read_jsonl(adapter / "loss.jsonl") if "loss" in row]
+    print(json.dumps(summary))
+
+
+def spawn(run_dir: Path, method: str, args: argparse.Namespace, out: Path, **extra: str) -> dict:
+    """One training run in its own process (so peak memory is its own); its summary."""
+    cmd = [sys.executable, __file__, "--one", str(run_dir), method, "--steps", str(args.steps)]
+    cmd += ["--batch", str(args.batch), "--dtype", args.dtype, "--out", str(out)]
+    cmd += ["--model", args.model]
+    if not extra.get("group", True):
+        cmd.append("--no-group")
+    env = {**os.environ, **extra.get("env", {})}
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if done.returncode != 0:
+        print(done.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(1)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare_paths(run_dir: Path, prompt_name: str, args: argparse.Namespace, tmp: Path) -> int:
+    """Each method on the hidden-state path and on the full-logits path, same seed and order."""
+    from genpi.train.hidden import FULL_LOGITS_ENV
+
+    print(
+        f"prompt: {prompt_name}; {args.steps} steps of {args.batch} sequences; dtype {args.dtype}; "
+        "random batches (no length grouping) so both paths see the same data"
     )
-    print(json.dumps(json.loads((adapter / "train_summary.json").read_text())))
+    print(
+        f"{'method':8} {'path':12} {'s/step':>8} {'CPU s/step':>10} {'peak MB':>8}  "
+        "losses of the first steps"
+    )
+    for method in args.methods.split(","):
+        results = {}
+        for path, forced in (("full-logits", "1"), ("hidden", "0")):
+            r = spawn(
+                run_dir,
+                method,
+                args,
+                tmp / f"{method}-{path}",
+                group=False,
+                env={FULL_LOGITS_ENV: forced},
+            )
+            results[path] = r
+            steps = r["steps_this_run"]
+            losses = ", ".join(f"{x:.6f}" for x in r["losses"][:5])
+            print(
+                f"{method:8} {r['loss_path']:12} {r['seconds_per_step']:8.2f} "
+                f"{r['cpu_seconds'] / steps:10.2f} {r['peak_memory_mb']:8.0f}  [{losses}]"
+            )
+        old, new = results["full-logits"], results["hidden"]
+        diff = max(
+            (abs(a - b) for a, b in zip(old["losses"][:5], new["losses"][:5], strict=False)),
+            default=float("nan"),
+        )
+        print(
+            f"{method:8} hidden vs full-logits: {old['seconds_per_step'] / new['seconds_per_step']:.2f}x "
+            f"faster (wall), {old['cpu_seconds'] / max(new['cpu_seconds'], 1e-9):.2f}x less CPU, "
+            f"peak memory {new['peak_memory_mb'] / old['peak_memory_mb']:.2f}x, "
+            f"max |loss difference| {diff:.2e}; teacher prefix cached: "
+            f"{new.get('teacher_prefix_tokens', 0)} tokens"
+        )
+    return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=None, help="default 3 (compare: 5)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--examples", type=int, default=8)
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--methods", default="sft,genpi")
+    parser.add_argument("--methods", default=None, help="default sft,genpi (compare: genpi,kld)")
+    parser.add_argument(
+        "--compare-paths",
+        action="store_true",
+        help="hidden-state vs full-logits loss path, side by side (default 5 steps)",
+    )
+    parser.add_argument("--no-group", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="smollm2-135m", help="base model (default: embedded)")
     parser.add_argument("--one", nargs=2, metavar=("RUN_DIR", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.steps is None:
+        args.steps = 5 if args.compare_paths else 3
+    if args.methods is None:
+        args.methods = "genpi,kld" if args.compare_paths else "sft,genpi"
     if args.one:
-        run_one(args.one[0], args.one[1], args.steps, args.batch, args.dtype, args.out)
+        run_one(
+            args.one[0],
+            args.one[1],
+            args.steps,
+            args.batch,
+            args.dtype,
+            args.out,
+            group=not args.no_group,
+            model=args.model,
+        )
         return 0
     prompt_path = OS_PROMPT if OS_PROMPT.exists() else DEMO_PROMPT
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = make_run_dir(Path(tmp) / "run", prompt_path, args.examples)
+        if args.compare_paths:
+            return compare_paths(run_dir, prompt_path.name, args, Path(tmp))
         results = {}
         for method in args.methods.split(","):
-            cmd = [
-                sys.executable,
-                __file__,
-                "--one",
-                str(run_dir),
-                method,
-                "--steps",
-                str(args.steps),
-                "--batch",
-                str(args.batch),
-                "--dtype",
-                args.dtype,
-                "--out",
-                str(Path(tmp) / method),
-            ]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                print(done.stderr[-3000:], file=sys.stderr)
-                return 1
-            results[method] = json.loads(done.stdout.strip().splitlines()[-1])
+            results[method] = spawn(run_dir, method, args, Path(tmp) / method)
     print(
         f"prompt: {prompt_path.name}; {args.steps} steps of {args.batch} sequences; dtype {args.dtype}"
     )

@@ -288,3 +288,58 @@ def test_cli_trains_and_reports_errors_in_one_line(run_dir, tiny_model_dir, tmp_
     assert "no prompt.json" in capsys.readouterr().err
     assert main(["train", str(run_dir), "--method", "sft", "--full"]) == 2
     assert main(["train", str(run_dir), "--lam", "1.5"]) == 2
+
+
+# The hidden-state path (labelled positions projected in chunks, the KL teacher's prompt prefix
+# from a cache) must train exactly as the full-logits path: same losses step by step, in the same
+# data order (grouping by length off, as it changes the order).
+@pytest.mark.parametrize(
+    ("method", "overrides"),
+    [
+        ("genpi", {"per_device_batch": 2, "effective_batch": 4}),
+        ("sft", {}),
+        ("kld", {"learning_rate": 1e-2}),
+        ("seqkd-kld", {"per_device_batch": 2, "effective_batch": 4}),
+        ("seqkd-kld", {"full": True, "learning_rate": 1e-3}),  # trained output layer, own teacher
+    ],
+)
+def test_hidden_state_path_trains_like_the_full_logits_path(
+    method, overrides, run_dir, tiny_model_dir, tmp_path, monkeypatch
+):
+    from genpi.train.hidden import FULL_LOGITS_ENV
+
+    config = tiny_config(max_steps=3, group_by_length=False, **overrides)
+    runs = {}
+    for path, forced in (("hidden", "0"), ("full-logits", "1")):
+        monkeypatch.setenv(FULL_LOGITS_ENV, forced)
+        out = train(
+            run_dir,
+            method,
+            config,
+            model_ref=str(tiny_model_dir),
+            out_dir=tmp_path / path,
+            echo=lambda _: None,
+        )
+        summary = json.loads((out / "train_summary.json").read_text())
+        assert summary["loss_path"] == path
+        if path == "hidden" and METHODS[method].needs_teacher:
+            assert summary["teacher_prefix_tokens"] > 20  # the system prompt, run once
+        runs[path] = losses(out)
+    terms = ["loss", *(f"{t}_loss" for t in METHODS[method].terms)]
+    for new, old in zip(runs["hidden"], runs["full-logits"], strict=True):
+        for term in terms:
+            assert new[term] == pytest.approx(old[term], rel=1e-5, abs=1e-6), (new, old)
+    # The weights moved (lr 1e-2), so later steps compare trained models, not only step 1.
+    assert runs["hidden"][-1]["loss"] != pytest.approx(runs["hidden"][0]["loss"], rel=1e-3)
+
+
+def test_soft_prompt_keeps_the_full_logits_path(run_dir, tiny_model_dir, tmp_path):
+    out = train(
+        run_dir,
+        "soft-prompt",
+        tiny_config(max_steps=1),
+        model_ref=str(tiny_model_dir),
+        out_dir=tmp_path / "soft",
+        echo=lambda _: None,
+    )
+    assert json.loads((out / "train_summary.json").read_text())["loss_path"] == "full-logits"

@@ -85,6 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="trade compute for memory",
     )
     parser.add_argument(
+        "--group-by-length",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="batch items of similar length so that padding is small (default: on); "
+        "--no-group-by-length keeps random batches",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="train again over a finished adapter"
     )
     group = parser.add_argument_group("hyperparameters (default: the preset's value)")
@@ -100,6 +107,7 @@ def config_from_args(args: argparse.Namespace):  # -> TrainConfig
     }
     overrides["full"] = args.full
     overrides["gradient_checkpointing"] = args.gradient_checkpointing
+    overrides["group_by_length"] = args.group_by_length
     return make_config(args.preset, **overrides)
 
 

@@ -50,6 +50,9 @@ class TrainConfig:
     # -- data -------------------------------------------------------------------------------
     max_length: int | None = None  # None: the longest sequence of the run (nothing is cut)
     overlong: str = "drop"  # what to do with sequences over max_length: drop | error
+    # Batch items of similar length (random pools sorted by length, batches in random order), so
+    # that padding is small. Changes the order of the data, not the objective.
+    group_by_length: bool = True
     # -- precision and memory ---------------------------------------------------------------
     dtype: str = "auto"  # auto: bf16 on CUDA and bf16-capable CPUs, else fp32
     load_in_4bit: str = "auto"  # auto: NF4 + double quantisation when CUDA and bitsandbytes

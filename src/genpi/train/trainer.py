@@ -104,7 +104,16 @@ def _make_trainer_class() -> type:
     import torch
     from transformers import Trainer
 
-    from genpi.train.losses import IGNORE, kl_sum, nll_sum
+    from genpi.train import hidden as hs
+    from genpi.train.losses import (
+        DEFAULT_CHUNK,
+        IGNORE,
+        chunked_kl_sum,
+        chunked_nll_sum,
+        kl_sum,
+        nll_sum,
+        target_ids,
+    )
 
     class GenpiTrainer(Trainer):
         # compute_loss divides by the token count of the whole optimizer step itself.
@@ -132,6 +141,22 @@ def _make_trainer_class() -> type:
             self._sums: dict[str, float] = {}
             self._counts: dict[str, int] = {}
             self.tokens_seen: dict[str, int] = {}
+            # Decided on the first batch (see genpi.train.hidden): project only the labelled
+            # positions, in chunks, or (fallback) take the model's full logits.
+            self.chunk_size = DEFAULT_CHUNK
+            self.loss_path_used: str | None = None  # "hidden" | "full-logits"
+            self._split: Any = None
+            self._teacher_split: Any = None
+            self._prefix: Any = None  # the teacher's shared prompt prefix (SharedPrefix)
+
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if self.genpi_config.group_by_length and dataset is not None:
+                from genpi.train.sampling import length_grouped_sampler
+
+                # Items of a micro-batch are neighbours in length: little padding.
+                return length_grouped_sampler(dataset, self.args.train_batch_size)
+            return super()._get_train_sampler(train_dataset)
 
         # Per-stream target-token totals of the micro-batches of one optimizer step, passed to
         # compute_loss as ``num_items_in_batch`` (transformers counts a "labels" key; ours are
@@ -170,15 +195,94 @@ def _make_trainer_class() -> type:
                 with self.accelerator.unwrap_model(model).disable_adapter():
                     return self._logits(model, inputs, "teacher")
 
-        def compute_loss(
-            self,
-            model: Any,
-            inputs: dict[str, Any],
-            return_outputs: bool = False,
-            num_items_in_batch: Any = None,
-        ) -> Any:
-            if not isinstance(num_items_in_batch, dict):  # evaluation, or a caller outside train()
-                num_items_in_batch = self.step_token_totals([inputs])
+        # -- the hidden-state path: only labelled positions are projected, in chunks --------
+        def _choose_path(self, model: Any, inputs: dict[str, Any]) -> None:
+            unwrapped = self.accelerator.unwrap_model(model)
+            split, why = hs.split_model(
+                unwrapped, prompt_tuning=self.method.tuning == "prompt-tuning"
+            )
+            teacher_split = None
+            if split is not None:
+                ids = inputs[f"{self.streams[0]}_input_ids"][:1, : hs.PROBE_TOKENS]
+                why = hs.probe(unwrapped, split, ids)
+            if not why and self.method.needs_teacher:
+                if self.teacher is None:
+                    teacher_split = split
+                else:
+                    teacher_split, why = hs.split_model(self.teacher)
+                    if teacher_split is not None:
+                        why = hs.probe(self.teacher, teacher_split, ids)
+            if why:
+                self.loss_path_used = "full-logits"
+                expected = self.method.tuning == "prompt-tuning" or hs.full_logits_forced()
+                # Correct either way; a model that should split but did not costs memory.
+                (log.info if expected else log.warning)("losses from the full logits: %s", why)
+                return
+            self._split, self._teacher_split = split, teacher_split
+            self.loss_path_used = "hidden"
+            if teacher_split is not None and hs.is_frozen(teacher_split.lm):
+                dataset = self.train_dataset
+                pairs = [
+                    (dataset[i]["teacher"].input_ids, dataset[i]["teacher"].labels)
+                    for i in range(len(dataset))
+                ]
+                tokens = hs.shared_prefix(pairs)
+                if len(tokens) >= hs.MIN_SHARED_PREFIX:
+                    self._prefix = hs.SharedPrefix(tokens)
+
+        def _hidden(self, model: Any, inputs: dict[str, Any], stream: str) -> Any:
+            """The student's final hidden states [N, H] at the stream's scored positions."""
+            ids = inputs[f"{stream}_input_ids"]
+            mask = inputs[f"{stream}_attention_mask"]
+            self.tokens_seen[stream] = self.tokens_seen.get(stream, 0) + int(mask.sum())
+            hidden = hs.student_hidden(model, ids, mask)
+            return hs.gather_targets(hidden, inputs[f"{stream}_labels"])
+
+        def _teacher_hidden(self, model: Any, inputs: dict[str, Any]) -> Any:
+            """The teacher's final hidden states [N, H] at its scored positions; the shared
+            prompt prefix comes from its cache (frozen weights: the same KV every step)."""
+            ids, mask = inputs["teacher_input_ids"], inputs["teacher_attention_mask"]
+            labels = inputs["teacher_labels"]
+            self.tokens_seen["teacher"] = self.tokens_seen.get("teacher", 0) + int(mask.sum())
+            backbone = self._teacher_split.backbone
+            with torch.no_grad():
+                if self.teacher is not None:
+                    return self._teacher_rows(backbone, ids, mask, labels)
+                with self.accelerator.unwrap_model(model).disable_adapter():
+                    return self._teacher_rows(backbone, ids, mask, labels)
+
+        def _teacher_rows(self, backbone: Any, ids: Any, mask: Any, labels: Any) -> Any:
+            if self._prefix is not None and self._prefix.matches(ids):
+                suffix = self._prefix.hidden(backbone, ids, mask)
+                return hs.gather_targets(suffix, labels[:, len(self._prefix) :])
+            hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+            return hs.gather_targets(hidden, labels)
+
+        def _hidden_terms(self, model: Any, inputs: dict[str, Any], totals: dict) -> Any:
+            hidden = {s: self._hidden(model, inputs, s) for s in self.streams}
+            teacher = self._teacher_hidden(model, inputs) if self.method.needs_teacher else None
+            terms = {}
+            for name, (kind, stream) in self.method.terms.items():
+                targets = target_ids(inputs[f"{stream}_labels"])
+                if kind == "nll":
+                    total, count = chunked_nll_sum(
+                        hidden[stream], self._split.head, targets, self.chunk_size
+                    )
+                else:
+                    total, count = chunked_kl_sum(
+                        hidden[stream],
+                        self._split.head,
+                        teacher,
+                        self._teacher_split.head,
+                        targets,
+                        target_ids(inputs["teacher_labels"]),
+                        self.genpi_config.kl_temperature,
+                        self.chunk_size,
+                    )
+                terms[name] = self._record(name, total, count, totals[stream])
+            return terms, hidden
+
+        def _logit_terms(self, model: Any, inputs: dict[str, Any], totals: dict) -> Any:
             logits = {s: self._logits(model, inputs, s) for s in self.streams}
             teacher = self._teacher_logits(model, inputs) if self.method.needs_teacher else None
             terms = {}
@@ -194,13 +298,33 @@ def _make_trainer_class() -> type:
                         inputs["teacher_labels"],
                         self.genpi_config.kl_temperature,
                     )
-                terms[name] = total / num_items_in_batch[stream].clamp_min(1)
-                self._sums[name] = self._sums.get(name, 0.0) + float(total.detach())
-                self._counts[name] = self._counts.get(name, 0) + int(count)
+                terms[name] = self._record(name, total, count, totals[stream])
+            return terms, logits
+
+        def _record(self, name: str, total: Any, count: Any, step_total: Any) -> Any:
+            self._sums[name] = self._sums.get(name, 0.0) + float(total.detach())
+            self._counts[name] = self._counts.get(name, 0) + int(count)
+            return total / step_total.clamp_min(1)
+
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            if not isinstance(num_items_in_batch, dict):  # evaluation, or a caller outside train()
+                num_items_in_batch = self.step_token_totals([inputs])
+            if self.loss_path_used is None:
+                self._choose_path(model, inputs)
+            if self.loss_path_used == "hidden":
+                terms, outputs = self._hidden_terms(model, inputs, num_items_in_batch)
+            else:
+                terms, outputs = self._logit_terms(model, inputs, num_items_in_batch)
             loss = self.method.mix(terms, self.genpi_config)
             # Gradients are averaged over processes; the token totals already span all of them.
             loss = loss * self.accelerator.num_processes
-            return (loss, logits) if return_outputs else loss
+            return (loss, outputs) if return_outputs else loss
 
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
             if "loss" in logs:
@@ -559,6 +683,10 @@ def train(
         "tokens_per_cpu_second": tokens / cpu_seconds if cpu_seconds else 0.0,
         "threads": torch.get_num_threads(),
         "peak_memory_mb": _peak_memory_mb(device),
+        # "hidden": labelled positions projected in chunks; "full-logits": the fallback.
+        "loss_path": trainer.loss_path_used,
+        # Tokens of the KL teacher's prompt prefix run once for the whole run (0: none cached).
+        "teacher_prefix_tokens": len(trainer._prefix) if trainer._prefix is not None else 0,
         "train_loss": result.training_loss,
         "grad_accum": grad_accum,
         "processes": processes,
