@@ -1,16 +1,22 @@
-"""Generated tokens/s of the batched local backend vs one-at-a-time ``model.generate``.
+"""Generated tokens/s of the local backend: shared-prefix batches vs today's batched path (the
+prompt recomputed in every row) vs one-at-a-time ``model.generate``.
 
-Run as: .venv/bin/python benchmarks/generation.py [--model smollm2-135m] [--n 32] [--max-new-tokens 64]
+Run as: .venv/bin/python benchmarks/generation.py [--model smollm2-135m] [--n 16] [--max-new-tokens 64]
 
-Both sides run on the same model object, the same 32 prompts (AgentBench's OS dev problems with
-the OS prompt when ../shared is there, else the example prompt's inputs) and greedy decoding, in
-one process, one after the other; the ratio is what to read, not the absolute numbers.
+All paths run the same prompts (AgentBench's OS dev problems with the OS prompt when ../shared is
+there, else the example prompt's inputs) with greedy decoding, one after the other, each in a
+fresh process of its own so that its peak resident memory is its own; the ratios are what to
+read, not the absolute numbers. It also counts how many replies of each path are identical to the
+one-at-a-time replies (in bf16, another batch layout rounds differently and can flip a near-tie).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +26,7 @@ from genpi.prompt import load_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "agentbench"
+MODES = ("shared-prefix", "batched", "one-at-a-time")
 
 
 def workload(n: int) -> tuple[list, str]:
@@ -38,59 +45,68 @@ def workload(n: int) -> tuple[list, str]:
     return [prompt.teacher_messages(x) for x in inputs], source
 
 
-def one_at_a_time(backend: LocalBackend, conversations: list, max_new_tokens: int) -> int:
-    import torch
-
-    total = 0
-    for conv in conversations:
-        ids = torch.tensor([backend.encode(conv)])
-        with torch.inference_mode():
-            out = backend.model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=backend.tokenizer.pad_token_id,
-            )
-        new = out[0, ids.shape[1] :].tolist()
-        eos = backend.tokenizer.eos_token_id
-        total += new.index(eos) if eos in new else len(new)
-    return total
+def run_mode(args: argparse.Namespace) -> None:
+    """One path, in this process: print a JSON line with its figures."""
+    backend = LocalBackend.from_ref(args.model, batch_size=args.batch_size)
+    if args.mode != "shared-prefix":
+        backend.min_shared_prefix = None
+    conversations, source = workload(args.n)
+    params = SamplingParams(max_new_tokens=args.max_new_tokens)
+    backend.generate(conversations[:2], SamplingParams(max_new_tokens=4))  # warm-up
+    t0 = time.perf_counter()
+    if args.mode == "one-at-a-time":
+        gens = [backend.generate([c], params)[0] for c in conversations]
+    else:
+        gens = backend.generate(conversations, params)
+    seconds = time.perf_counter() - t0
+    record = {
+        "mode": args.mode,
+        "source": source,
+        "dtype": str(backend.model.dtype),
+        "seconds": seconds,
+        "tokens": sum(g.completion_tokens for g in gens),
+        "texts": [g.text for g in gens],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    print(json.dumps(record))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--mode", choices=MODES, help="run one path only (used internally)")
     args = parser.parse_args()
+    if args.mode:
+        run_mode(args)
+        return
 
-    backend = LocalBackend.from_ref(args.model, batch_size=args.batch_size)
-    conversations, source = workload(args.n)
-    backend.generate(conversations[:2], SamplingParams(max_new_tokens=4))  # warm-up
-
-    t0 = time.perf_counter()
-    gens = backend.generate(conversations, SamplingParams(max_new_tokens=args.max_new_tokens))
-    batched_s = time.perf_counter() - t0
-    batched_tokens = sum(g.completion_tokens for g in gens)
-
-    t0 = time.perf_counter()
-    single_tokens = one_at_a_time(backend, conversations, args.max_new_tokens)
-    single_s = time.perf_counter() - t0
-
-    batched_rate, single_rate = batched_tokens / batched_s, single_tokens / single_s
+    results = {}
+    for mode in MODES:
+        cmd = [sys.executable, __file__, "--mode", mode, "--model", args.model, "--n", str(args.n)]
+        cmd += ["--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(args.batch_size)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        results[mode] = json.loads(out.strip().splitlines()[-1])
+    first = results["shared-prefix"]
     print(
-        f"workload: {args.n} prompts ({source}), model {args.model}, greedy, "
-        f"max_new_tokens {args.max_new_tokens}, batch size {args.batch_size}, dtype {backend.model.dtype}"
+        f"workload: {args.n} prompts ({first['source']}), model {args.model}, greedy, "
+        f"max_new_tokens {args.max_new_tokens}, batch size {args.batch_size}, dtype {first['dtype']}"
     )
+    reference = results["one-at-a-time"]["texts"]
+    rate = {m: r["tokens"] / r["seconds"] for m, r in results.items()}
+    for mode, r in results.items():
+        same = sum(a == b for a, b in zip(r["texts"], reference, strict=True))
+        print(
+            f"{mode:14s}: {r['tokens']:6d} tokens in {r['seconds']:7.1f} s = {rate[mode]:7.1f} tok/s,"
+            f" peak RSS {r['peak_rss_mb']:6.0f} MB, {same}/{len(reference)} replies as one-at-a-time"
+        )
+    print(f"speed-up shared-prefix / batched      : {rate['shared-prefix'] / rate['batched']:.2f}x")
     print(
-        f"batched backend : {batched_tokens:6d} tokens in {batched_s:7.1f} s = {batched_rate:7.1f} tok/s"
+        f"speed-up shared-prefix / one at a time: {rate['shared-prefix'] / rate['one-at-a-time']:.2f}x"
     )
-    print(
-        f"one at a time   : {single_tokens:6d} tokens in {single_s:7.1f} s = {single_rate:7.1f} tok/s"
-    )
-    print(f"speed-up (batched / one at a time): {batched_rate / single_rate:.2f}x")
+    print(f"speed-up batched / one at a time      : {rate['batched'] / rate['one-at-a-time']:.2f}x")
 
 
 if __name__ == "__main__":
