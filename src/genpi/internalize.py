@@ -76,6 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps per method")
     parser.add_argument(
+        "--seeds",
+        default=None,
+        help="training seeds, comma-separated (e.g. 0,1,2): each method is trained once per seed "
+        "(seed 0 in adapters/METHOD, seed N in adapters/METHOD-seedN) and `genpi compare` "
+        "reports their mean and spread (default: one seed, 0)",
+    )
+    parser.add_argument(
         "--seed-inputs", default=None, help="example inputs shown to the generator (one per line)"
     )
     parser.add_argument(
@@ -118,6 +125,19 @@ def _methods(args: argparse.Namespace, preset: Preset) -> list[str]:
     return methods
 
 
+def _seeds(args: argparse.Namespace) -> list[int]:
+    text = getattr(args, "seeds", None)
+    if text is None:
+        return [0]
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise GenpiError(f"--seeds takes integers like 0,1,2, not {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise GenpiError(f"--seeds needs distinct integers like 0,1,2, not {text!r}")
+    return seeds
+
+
 def _compression(args: argparse.Namespace, preset: Preset) -> list[float]:
     if args.compression is None:
         return list(preset.compression)
@@ -148,14 +168,15 @@ def _plan(
     from genpi.evaluate.cli import read_inputs
     from genpi.train import make_config
     from genpi.train.methods import get_method
-    from genpi.train.trainer import is_finished
+    from genpi.train.trainer import adapter_dir, is_finished
 
     preset = PRESETS[preset_name]
     overrides = dict(preset.train)
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
     done = len(load_examples(out)) if (out / "inputs.jsonl").exists() else 0
-    todo = [m for m in methods if not is_finished(out / "adapters" / m)]
+    seeds = _seeds(args)
+    todo = [m for m in methods for s in seeds if not is_finished(adapter_dir(out, m, s))]
     heldout = round(synth_config.n * synth_config.heldout_fraction)
     extra = len(read_inputs(args.eval_inputs)) if args.eval_inputs else 0
     return RunPlan(
@@ -168,7 +189,7 @@ def _plan(
         # A remote generator's time is not this machine's: it is left out of the estimate.
         local_generator=not (args.generator or "").startswith(("http://", "https://", "vllm:")),
         inputs_todo=max(synth_config.n - done, 0),
-        eval_systems=2 + len(methods) + len(rates),
+        eval_systems=2 + len(methods) * len(seeds) + len(rates),
         eval_items=heldout + extra,
         eval_max_new_tokens=args.max_new_tokens or preset.eval_max_new_tokens,
     )
@@ -251,6 +272,7 @@ def main(args: argparse.Namespace) -> int:
     preset = PRESETS[args.preset]
     prompt = load_prompt(args.prompt)
     methods = _methods(args, preset)
+    seeds = _seeds(args)
     rates = _compression(args, preset)
     model_ref = args.model or DEFAULT_MODEL
     generator_ref = args.generator or model_ref
@@ -301,12 +323,14 @@ def main(args: argparse.Namespace) -> int:
         )
 
     adapters = []
-    for i, method in enumerate(methods, 1):
-        stage(f"2/4 training {i}/{len(methods)}: {method}")
-        overrides = dict(preset.train)
+    runs = [(method, seed) for method in methods for seed in seeds]
+    for i, (method, seed) in enumerate(runs, 1):
+        stage(f"2/4 training {i}/{len(runs)}: {method}" + (f" (seed {seed})" if seed else ""))
+        overrides = {**preset.train, "seed": seed}
         if args.max_steps is not None:
             overrides["max_steps"] = args.max_steps
         config = make_config(preset.train_preset, **overrides)
+        # Each seed in a directory of its own (seed 0 where a one-seed run always put it).
         adapters.append(train(out, method, config, model_ref=model_ref))
 
     sets = ["held-out inputs"] * heldout + [str(args.eval_inputs)] * bool(args.eval_inputs)
