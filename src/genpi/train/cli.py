@@ -1,6 +1,7 @@
 """``genpi train``: train an adapter on a run directory's synthesized data.
 
-Run as: genpi train RUN_DIR --method genpi [--preset quick] [--model smollm2-135m] [--out DIR]
+Run as: genpi train RUN_DIR --method genpi [--preset quick] [--model smollm2-135m] [--seed N]
+        [--out DIR]
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--epochs": ("epochs", float, "passes over the data"),
     "--max-steps": ("max_steps", int, "stop after this many optimizer steps (overrides --epochs)"),
     "--max-grad-norm": ("max_grad_norm", float, "gradient-norm clipping"),
-    "--seed": ("seed", int, "random seed"),
+    "--seed": (
+        "seed",
+        int,
+        "random seed (adapter init, data order, sampling); seed N other than 0 goes to "
+        "RUN_DIR/adapters/METHOD-seedN, so seeds of one method sit side by side",
+    ),
     "--max-length": (
         "max_length",
         int,
@@ -70,7 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default=None, help="base model (default: the run's model, else smollm2-135m)"
     )
     parser.add_argument(
-        "--out", default=None, help="adapter directory (default: RUN_DIR/adapters/METHOD)"
+        "--out",
+        default=None,
+        help="adapter directory (default: RUN_DIR/adapters/METHOD, or METHOD-seedN for --seed N)",
     )
     parser.add_argument(
         "--full",

@@ -10,6 +10,7 @@ default.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,23 @@ class TrainConfig:
         data = json.loads(Path(path).read_text())
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# Fields that change neither the objective nor the data: adapters that differ only in these are
+# runs of one setting, so `genpi compare` pools them as seeds of one row.
+SEED_FIELDS = ("seed", "logging_steps", "save_steps", "save_every_minutes", "save_total_limit")
+
+
+def setting_key(method: str, config: dict[str, Any], data_fingerprint: str | None = None) -> str:
+    """A short hash of what an adapter was trained with, its seed (and bookkeeping) left out.
+
+    ``config`` is the recorded config (genpi_adapter.json's, which also holds derived values such
+    as the process count): only TrainConfig's own fields count, so one setting trained on another
+    machine is still the same setting."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - set(SEED_FIELDS)
+    chosen = {k: v for k, v in config.items() if k in known}
+    blob = json.dumps([method, chosen, data_fingerprint], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # Presets change a few fields of the paper's defaults; flags then override single fields.

@@ -92,6 +92,14 @@ def model_context(resolved: Any, tokenizer: Any = None) -> int | None:
     return context_length(data, tokenizer)
 
 
+def adapter_dir(run_dir: str | Path, method: str, seed: int = 0) -> Path:
+    """Where ``genpi train`` puts a method's adapter: ``RUN_DIR/adapters/<method>`` for seed 0
+    (where runs have always had it) and ``<method>-seed<N>`` beside it for another seed, so that
+    every seed is a directory of its own that `genpi eval` finds and names as a system."""
+    name = method if seed == 0 else f"{method}-seed{seed}"
+    return Path(run_dir) / "adapters" / name
+
+
 def is_finished(out_dir: Path) -> bool:
     has_weights = (out_dir / "adapter_model.safetensors").exists() or (
         out_dir / "config.json"
@@ -564,7 +572,7 @@ def train(
         # Its sequences hold the whole prompt: refuse now, not after an --overwrite removed the
         # old adapter or every item was dropped as too long.
         check_prompt_fits(prompt, tokenizer, context, model=model_ref)
-    out_dir = Path(out_dir) if out_dir else run_dir / "adapters" / method
+    out_dir = Path(out_dir) if out_dir else adapter_dir(run_dir, method, config.seed)
     if is_finished(out_dir) and not overwrite:
         stored = (
             TrainConfig.load(out_dir / CONFIG_FILE) if (out_dir / CONFIG_FILE).exists() else None
