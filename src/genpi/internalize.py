@@ -91,6 +91,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="inputs to train on, used before the generator writes more (one per line or JSONL)",
     )
     parser.add_argument(
+        "--no-teacher-check",
+        action="store_true",
+        help="keep generated inputs the target model does not answer in the prompt's action format",
+    )
+    parser.add_argument(
         "--eval-inputs",
         default=None,
         help="also evaluate on this file of real inputs (e.g. dev.json)",
@@ -290,6 +295,8 @@ def main(args: argparse.Namespace) -> int:
     if args.max_new_tokens is not None:
         for key in ("agent", "env", "output", "reason"):
             synth_settings[f"{key}_max_new_tokens"] = args.max_new_tokens
+    if getattr(args, "no_teacher_check", False):
+        synth_settings["teacher_check"] = False
     synth_config = SynthConfig.preset(args.preset, **synth_settings)
     # Before hours of work: a prompt the target model (or a local generator) cannot hold.
     check_context(prompt, model_ref, generator_ref, synth_config, model=True, generator=True)
