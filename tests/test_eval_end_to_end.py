@@ -128,6 +128,46 @@ def test_eval_end_to_end_on_the_tiny_model(
     assert (run / "compare.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_eval_records_seeds_and_compare_pools_them(
+    tmp_path, tiny_model_dir, tiny_adapter_dir, example_prompt_path
+):
+    """Two seeds of genpi (adapters/genpi, adapters/genpi-seed1) are one row; sft stays its own."""
+    run = _run_dir(tmp_path, example_prompt_path, tiny_adapter_dir)
+    seeded = run / "adapters" / "genpi-seed1"
+    shutil.copytree(run / "adapters" / "genpi", seeded)
+    info = json.loads((seeded / "genpi_adapter.json").read_text())
+    info["config"] = {**info["config"], "seed": 1}
+    (seeded / "genpi_adapter.json").write_text(json.dumps(info))
+    path = seeded / "adapter_model.safetensors"
+    save_file({k: v * 2 for k, v in load_file(path).items()}, path)
+
+    (summary,) = evaluate(
+        run, model=str(tiny_model_dir), max_new_tokens=4, dtype="fp32", progress=False
+    )
+    entries = {e["name"]: e for e in summary["systems"]}
+    assert entries["genpi"]["seed"] is None and entries["genpi-seed1"]["seed"] == 1
+    assert entries["genpi"]["setting"] == entries["genpi-seed1"]["setting"]
+    assert entries["sft"]["setting"] != entries["genpi"]["setting"]
+    assert entries["base"]["seed"] is None and entries["base"]["setting"] is None
+
+    markdown = compare(run, png=False)
+    table = json.loads((run / "compare.json").read_text())["tables"][0]
+    assert [r["name"] for r in table["rows"]] == ["upper_bound", "base", "genpi", "sft"]
+    genpi = table["rows"][2]
+    assert genpi["systems"] == ["genpi", "genpi-seed1"]
+    nlls = [entries[n]["scores"]["nll"] for n in genpi["systems"]]
+    assert genpi["scores"]["nll"] == pytest.approx(sum(nlls) / 2)
+    assert genpi["spread"]["nll"] == {
+        "mean": genpi["scores"]["nll"],
+        "min": min(nlls),
+        "max": max(nlls),
+    }
+    lo, hi = genpi["interval"]["nll"]
+    assert lo <= min(nlls) and hi >= max(nlls)  # the seeds' range joined with the bootstrap's
+    assert table["bootstrap"]["resamples"] == 1000  # eval's answers file was resampled
+    assert "| genpi | genpi, 2 seeds |" in markdown and "| genpi-seed1 | genpi |" in markdown
+
+
 def test_eval_cli_with_an_inputs_file(tmp_path, tiny_model_dir, example_prompt_path, capsys):
     run = tmp_path / "run"
     inputs = tmp_path / "tasks.txt"

@@ -324,6 +324,7 @@ def evaluate_set(
         summary_systems.append(
             {
                 **system.describe(),
+                **system.labels(),
                 "scores": scores,
                 "n": len(records),
                 "seconds": sum(r["seconds"] for r in records),
@@ -404,6 +405,7 @@ def evaluate(
     from genpi.evaluate.systems import adapter_system, base, compressed_system, upper_bound
     from genpi.models import resolve_model
     from genpi.prompt import load_prompt
+    from genpi.train.config import setting_key
 
     run_dir = Path(run_dir)
     if isinstance(prompt, (str, Path)):
@@ -446,8 +448,15 @@ def evaluate(
             base_weights_sha256=model_info["weights_sha256"],
             prompt=prompt,
         )
+        method = info.method or read_adapter_info(adapter).method
+        seed = info.config.get("seed")
         systems.append(
-            adapter_system(adapter, method=info.method or read_adapter_info(adapter).method)
+            adapter_system(
+                adapter,
+                method=method,
+                seed=seed if isinstance(seed, int) else None,
+                setting=setting_key(method, info.config, info.data_fingerprint),
+            )
         )
     names = [s.name for s in systems]
     if len(set(names)) != len(names):

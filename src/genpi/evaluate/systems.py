@@ -33,6 +33,10 @@ class System:
     method: str | None = None  # the adapter's training method (genpi, sft, ...)
     compressed_text: str | None = None
     rate: float | None = None
+    # The adapter's training seed and setting (genpi.train.config.setting_key): adapters of one
+    # setting that differ in seed are pooled into one row by `genpi compare`.
+    seed: int | None = None
+    setting: str | None = None
 
     def conversation(self, prompt: Prompt, x: str, context: list[Message]) -> list[Message]:
         """What this system sees for input ``x`` after the conversation so far (``context``)."""
@@ -53,6 +57,11 @@ class System:
             "rate": self.rate,
         }
 
+    def labels(self) -> dict[str, Any]:
+        """What the results record beside ``describe()``. Kept out of ``describe()``, which keys
+        the cached answers: adding these fields must not make every run generate again."""
+        return {"seed": self.seed, "setting": self.setting}
+
 
 def upper_bound() -> System:
     return System(UPPER_BOUND, "upper_bound")
@@ -62,8 +71,21 @@ def base() -> System:
     return System(BASE, "base")
 
 
-def adapter_system(adapter_dir: str | Path, method: str | None = None) -> System:
-    return System(Path(adapter_dir).name, "adapter", adapter=str(adapter_dir), method=method)
+def adapter_system(
+    adapter_dir: str | Path,
+    method: str | None = None,
+    *,
+    seed: int | None = None,
+    setting: str | None = None,
+) -> System:
+    return System(
+        Path(adapter_dir).name,
+        "adapter",
+        adapter=str(adapter_dir),
+        method=method,
+        seed=seed,
+        setting=setting,
+    )
 
 
 def compressed_system(rate: float, text: str) -> System:
