@@ -72,18 +72,35 @@ def test_end_to_end_layout_is_what_training_reads(tmp_path, example_prompt_path)
 
 def test_resume_after_a_torn_line_drops_it_and_duplicates_nothing(tmp_path, example_prompt_path):
     prompt = load_prompt(example_prompt_path)
-    out = _synth(prompt, tmp_path / "run")
+    # Without stage 1's teacher check, stage 2 generates every agent turn (the count below);
+    # with it, see test_resume_reuses_the_stored_first_turn.
+    out = _synth(prompt, tmp_path / "run", teacher_check=False)
     convs = out / "conversations.jsonl"
     lines = convs.read_text().splitlines(keepends=True)
     torn = lines[-1][: len(lines[-1]) // 2]  # the last record cut off mid-write
     convs.write_text("".join(lines[:-1]) + torn)
     assert len(read_jsonl(convs)) == 5
     backend = ScriptedBackend()
-    _synth(prompt, out, backend)
+    _synth(prompt, out, backend, teacher_check=False)
     records = read_jsonl(convs)
     assert len(records) == 6 and len({r["id"] for r in records}) == 6
     assert convs.read_text().endswith("\n")
     assert sum(backend.calls) == 2 * 2  # only the lost conversation is redone (2 agent + 2 env)
+
+
+def test_resume_reuses_the_stored_first_turn(tmp_path, example_prompt_path):
+    prompt = load_prompt(example_prompt_path)
+    out = _synth(prompt, tmp_path / "run")
+    inputs = {r["id"]: r for r in read_jsonl(out / "inputs.jsonl")}
+    convs = out / "conversations.jsonl"
+    lines = convs.read_text().splitlines(keepends=True)
+    lost = json.loads(lines[-1])
+    convs.write_text("".join(lines[:-1]))
+    backend = ScriptedBackend()
+    _synth(prompt, out, backend)
+    redone = {r["id"]: r for r in read_jsonl(convs)}[lost["id"]]
+    assert redone == lost and lost["turns"][0]["content"] == inputs[lost["id"]]["first_agent_turn"]
+    assert sum(backend.calls) == 1 + 2  # the first turn comes from inputs.jsonl: 1 agent + 2 env
 
 
 def test_cut_torn_tail(tmp_path):

@@ -59,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="text the generator's list starts from (default '1.'; '' for an endpoint that cannot "
         "continue an assistant message)",
     )
+    parser.add_argument(
+        "--no-teacher-check",
+        action="store_true",
+        help="keep generated inputs the target model does not answer in the prompt's action format "
+        "(default: such inputs are dropped, where the prompt has an action_pattern)",
+    )
     parser.add_argument("--max-turns", type=int, default=None, help="agent turns per conversation")
     parser.add_argument(
         "--heldout-fraction", type=float, default=None, help="inputs kept out of training"
@@ -93,6 +99,7 @@ def build_config(args: argparse.Namespace, recorded: dict | None = None):
             ("batch_size", args.batch_size),
             ("seed", args.seed),
             ("input_prefill", getattr(args, "input_prefill", None)),
+            ("teacher_check", False if getattr(args, "no_teacher_check", False) else None),
         )
         if value is not None
     }
@@ -217,7 +224,11 @@ def main(args: argparse.Namespace) -> int:
     stages = (
         ("inputs", "conversations", "outputs", "reasons") if args.stage == "all" else (args.stage,)
     )
-    needs_model = any(s in ("conversations", "outputs") for s in stages)
+    # Stage 1's teacher check answers each input with the target model and the prompt.
+    teacher = config.teacher_check and bool(prompt.action_pattern)
+    needs_model = any(
+        s in ("conversations", "outputs") or s == "inputs" and teacher for s in stages
+    )
     needs_generator = any(s in ("inputs", "reasons") for s in stages)
     check_context(prompt, args.model, generator_ref, config, needs_model, needs_generator)
     run = open_run(
@@ -245,7 +256,7 @@ def main(args: argparse.Namespace) -> int:
                 from genpi.synth.inputs import import_inputs
 
                 import_inputs(run, given_inputs, config)
-            run_inputs(run, generator, config, seed_inputs=seed_inputs)
+            run_inputs(run, generator, config, seed_inputs=seed_inputs, model=model)
         elif stage == "conversations":
             from genpi.synth.conversations import run_conversations
 

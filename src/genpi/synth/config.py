@@ -21,8 +21,15 @@ class SynthConfig:
     # The generator's answer is started with this text, so a small model writes the list instead
     # of chatting about the prompt ("" for an endpoint without continue_final_message).
     input_prefill: str = "1."
-    max_seed_demos: int = 5  # demonstration inputs shown per request (from --seed-inputs)
+    # Exemplars shown per request: up to this many of the prompt's demonstration inputs, and as
+    # many of --seed-inputs, a different random subset every request.
+    max_seed_demos: int = 5
     near_duplicate_jaccard: float = 0.8  # token-set Jaccard at or above which two inputs are one
+    max_input_chars: int = 1500  # longer is "too_long" (or twice the longest exemplar, if more)
+    # Keep an input only when the target model with the prompt answers it with an action the
+    # prompt's action_pattern reads (skipped for a prompt without one); the answer is reused as
+    # the first agent turn of stage 2.
+    teacher_check: bool = True
     max_input_requests: int | None = None  # None: 4 requests per ceil(n / num_gen_once), at least 8
     heldout_fraction: float = 0.1
     seed: int = 0

@@ -119,6 +119,12 @@ class Rollout:
     split: str
     turns: list[Message] = field(default_factory=list)
     end_reason: str | None = None
+    # The agent's first answer, stored by stage 1's teacher check: used instead of generating it.
+    stored_answer: str | None = None
+    reused_first_turn: bool = False
+
+    def __post_init__(self) -> None:
+        self.reused_first_turn = self.stored_answer is not None
 
     @property
     def last_agent_turn(self) -> str | None:
@@ -169,6 +175,7 @@ def run_conversations(run: RunDir, model: Backend, config: SynthConfig) -> dict[
     new: dict[str, Any] = {
         "written": 0,
         "dropped_by_backend_errors": 0,
+        "first_turns_reused": 0,
         **{r: 0 for r in END_REASONS},
     }
     bar = progress(len(pending), "conversations", enabled=config.progress)
@@ -176,7 +183,12 @@ def run_conversations(run: RunDir, model: Backend, config: SynthConfig) -> dict[
         with run.writer("conversations") as writer:
             for start in range(0, len(pending), config.batch_size):
                 wave = [
-                    Rollout(r["id"], r["input"], r.get("split", "train"))
+                    Rollout(
+                        r["id"],
+                        r["input"],
+                        r.get("split", "train"),
+                        stored_answer=r.get("first_agent_turn"),
+                    )
                     for r in pending[start : start + config.batch_size]
                 ]
                 finished = _roll_wave(
@@ -198,6 +210,7 @@ def run_conversations(run: RunDir, model: Backend, config: SynthConfig) -> dict[
                 for r in finished:
                     new[r.end_reason] += 1
                     new["written"] += 1
+                    new["first_turns_reused"] += r.reused_first_turn
                 run.update_manifest("conversations", add_stats(stats, {**new, **guard.stats()}))
     finally:
         bar.close()
@@ -243,14 +256,17 @@ def _roll_wave(
         bar.update(len(ended))
 
     while active:
+        asked = [r for r in active if r.stored_answer is None]
         answers = guard.generate(
-            [agent_conversation(prompt, r.input, r.turns) for r in active], agent_params
+            [agent_conversation(prompt, r.input, r.turns) for r in asked], agent_params
         )
         if answers is None:
             return finished  # left unwritten: a rerun retries them
+        generated = iter(answers)
         ended = []
-        for r, gen in zip(active, answers, strict=True):
-            text = gen.text
+        for r in active:
+            text = r.stored_answer if r.stored_answer is not None else next(generated).text
+            r.stored_answer = None
             cut = find_end_token(text, end_token)
             text = (text[:cut] if cut >= 0 else text).strip()
             if not text:

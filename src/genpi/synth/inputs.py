@@ -1,9 +1,21 @@
 """Stage 1: pseudo user inputs, written by the generator from the prompt alone.
 
-The generator reads the prompt as a document and writes a numbered list of ``num_gen_once`` new
-problems (with up to 5 demonstration inputs from ``--seed-inputs``), sampled with top-p 0.9 and
-T 1.0. Items are parsed robustly, and empty items, exact and near duplicates, and copies of the
-prompt's own demonstrations are dropped until ``n`` inputs are kept.
+The generator reads the prompt as a document and writes numbered lists of new user inputs,
+sampled with top-p 0.9 and T 1.0. Every request shows it a different random subset of the
+prompt's own demonstration inputs (plus ``--seed-inputs``) in their exact shape, and a different
+focus drawn from the prompt's instructions, so that the lists do not repeat one another.
+
+Every parsed item passes a quality gate, with a counted reason for every drop: empty, too short
+to be a task (a number, a bare label, a heading, a markup fragment), too long, an echo of the
+prompt's own text, a copy of a demonstration, an exact or near duplicate. Then the teacher's
+check (``teacher_check``, where the prompt has an ``action_pattern``): the target model *with*
+the prompt answers the input, and the input is kept only when that answer holds an action the
+prompt's reader reads. The answer is stored with the input and reused as the first agent turn of
+the role-play (stage 2), so the check costs no extra generation.
+
+Counts live in ``inputs.log.jsonl``, one line per batch, written before the batch's records: a
+run killed between the two writes is repaired from the log on resume, so nothing is counted twice
+or lost from the counts.
 
 Run as: genpi synth inputs --prompt examples/shell_agent.json --out runs/shell --n 100
 """
@@ -17,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genpi.data import split_of
+from genpi.data import read_jsonl, split_of
 from genpi.errors import GenpiError
 from genpi.llm import Backend, SamplingParams
 from genpi.prompt import INPUT_SLOT, Prompt
-from genpi.synth.common import GuardedBackend, add_stats, progress
+from genpi.synth.common import GuardedBackend, StageAborted, add_stats, progress
 from genpi.synth.config import SynthConfig
-from genpi.synth.rundir import RunDir
+from genpi.synth.rundir import INPUTS_LOG, RunDir, StageWriter
 
 # "1. x", "1) x", "(1) x", "**1.** x", "#1: x"; a bullet ("- x", "* x") only when nothing is numbered.
 _NUMBERED = re.compile(r"^\s*(?:\*\*|__)?[#(]?(\d{1,3})(?:[.):]|\s*-)(?:\*\*|__)?\s+(\S.*)$")
@@ -33,6 +45,24 @@ _BULLET = re.compile(r"^\s*[-*\u2022]\s+(\S.*)$")
 _LABEL = re.compile(
     r"^(?:\*\*)?(?:task|problem|question|input|user input|request)\s*\d*\s*:(?:\*\*)?\s*", re.I
 )
+# Inputs that span paragraphs are asked for between these tags (a numbered list cannot hold them).
+OPEN_TAG, CLOSE_TAG = "<input>", "</input>"
+_TAGGED = re.compile(r"<input>[ \t]*\n?(.*?)</input>", re.S | re.I)
+
+# Why an item is dropped: the gate's reasons (in the order they are checked), then the teacher's.
+GATE_REASONS = (
+    "empty",
+    "too_short",
+    "too_long",
+    "demo_copies",
+    "echo",
+    "exact_duplicates",
+    "near_duplicates",
+)
+TEACHER_REASONS = ("teacher_rejected", "teacher_unchecked")
+DROP_REASONS = (*GATE_REASONS, *TEACHER_REASONS, "surplus")
+# Stage totals that describe the run as a whole, not a batch (never summed from the log).
+_RUN_KEYS = ("target", "total_kept", "exhausted", "teacher_check", "items_per_request")
 
 
 # -- parsing -----------------------------------------------------------------------------------
@@ -40,8 +70,13 @@ def parse_list(text: str) -> list[str]:
     """The items of the numbered (else bulleted) list in ``text``; [] when it holds no list.
 
     An item runs on over the lines that follow it directly (or indented after a blank line);
-    a blank line followed by unindented text ends it, so trailing chatter is not kept.
+    a blank line followed by unindented text ends it, so trailing chatter is not kept. Items
+    written between ``<input>`` and ``</input>`` are taken as written, blank lines included.
     """
+    if OPEN_TAG in text.lower():
+        tagged = [block.strip() for block in _TAGGED.findall(text)]
+        if any(tagged):
+            return [block for block in tagged if block]
     lines = text.replace("\r\n", "\n").split("\n")
     items = _collect(lines, _NUMBERED, group=2)
     if not items:
@@ -92,20 +127,103 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b)
 
 
+# -- the prompt's own inputs -------------------------------------------------------------------
 def demonstration_inputs(prompt: Prompt) -> list[str]:
-    """The task inputs of the prompt's demonstrations: user turns that fit ``input_template``."""
+    """The task inputs of the prompt's demonstrations: user turns that fit ``input_template``.
+
+    A turn that does not fit exactly may still hold an input after the end of the template's
+    text (AgentBench OS: "... Now, my problem is:\\n\\n<input>" for "... My problem is:\\n\\n{input}").
+    With a bare ``{input}`` template every user turn fits, so episodes are told apart by the
+    prompt's own signals: a first turn answered without an action is a preamble (instructions,
+    answered "Ok."); in a multi-turn agent prompt the later user turns of the one episode are the
+    environment's, and only with ``max_turns: 1`` is every user turn a new task.
+    """
     prefix, _, suffix = prompt.input_template.partition(INPUT_SLOT)
-    pattern = re.compile(
-        re.escape(prefix.strip()) + r"\s*(.+?)\s*" + re.escape(suffix.strip()), re.S
+    prefix, suffix = prefix.strip(), suffix.strip()
+    users = [i for i, m in enumerate(prompt.messages) if m["role"] == "user"]
+    if prefix or suffix:
+        pattern = re.compile(re.escape(prefix) + r"\s*(.+?)\s*" + re.escape(suffix), re.S)
+        found = []
+        for i in users:
+            content = prompt.messages[i]["content"].strip()
+            match = pattern.fullmatch(content)
+            text = match.group(1).strip() if match else _after_anchor(content, prefix, suffix)
+            if text:
+                found.append(text)
+        return found
+    turns = [prompt.messages[i]["content"].strip() for i in users]
+    if users and prompt.action_pattern and _is_preamble(prompt, users[0]):
+        turns = turns[1:]
+    turns = [t for t in turns if t]
+    if prompt.action_pattern and prompt.max_turns != 1:
+        return turns[:1]
+    return turns
+
+
+def _is_preamble(prompt: Prompt, index: int) -> bool:
+    """A first user turn answered without an action: instructions, not a task."""
+    reply = next(
+        (m["content"] for m in prompt.messages[index + 1 :] if m["role"] == "assistant"), None
     )
-    found = []
-    for message in prompt.messages:
-        if message["role"] != "user":
+    return reply is not None and prompt.read_action(reply) is None
+
+
+def _after_anchor(content: str, prefix: str, suffix: str) -> str:
+    """The text after the longest ending of ``prefix`` (2+ words) found in ``content``, else ""."""
+    words = prefix.split()
+    lowered = content.lower()
+    for start in range(max(0, len(words) - 12), len(words) - 1):
+        anchor = " ".join(words[start:])
+        if len(anchor) < 8:
             continue
-        match = pattern.fullmatch(message["content"].strip())
-        if match and match.group(1).strip():
-            found.append(match.group(1).strip())
-    return found
+        at = lowered.rfind(anchor.lower())
+        if at < 0:
+            continue
+        text = content[at + len(anchor) :]
+        if suffix:
+            end = text.rfind(suffix)
+            if end < 0:
+                return ""
+            text = text[:end]
+        return text.strip()
+    return ""
+
+
+def instruction_aspects(prompt: Prompt) -> list[str]:
+    """Sentences of the prompt's instructions (system turns, a leading user turn), to vary the
+    focus of the input requests with; the demonstration inputs are left out."""
+    texts = [m["content"] for m in prompt.messages if m["role"] == "system"]
+    first = next((m for m in prompt.messages if m["role"] != "system"), None)
+    if first is not None and first["role"] == "user":
+        text = first["content"]
+        for demo in demonstration_inputs(prompt):
+            text = text.replace(demo, "\n")
+        texts.append(text)
+    aspects = []
+    for text in texts:
+        for sentence in re.split(r"(?<=[.!?])\s+|\n+", text):
+            sentence = sentence.strip(" -*#\t")
+            words = _words(sentence)
+            if 5 <= len(words) <= 40 and INPUT_SLOT not in sentence and sentence not in aspects:
+                aspects.append(sentence)
+    return aspects
+
+
+# -- the quality gate --------------------------------------------------------------------------
+_MARKUP = re.compile(r"<[^<>]{0,200}>")
+
+
+def _words(text: str) -> list[str]:
+    """Whitespace-separated words with two letters or more, markup tags left out."""
+    return [w for w in _MARKUP.sub(" ", text).split() if len(re.findall(r"[^\W\d_]", w)) >= 2]
+
+
+def _token_list(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _trigrams(toks: list[str]) -> set[tuple[str, ...]]:
+    return {tuple(toks[i : i + 3]) for i in range(len(toks) - 2)}
 
 
 @dataclass
@@ -139,8 +257,8 @@ class InputFilter:
         self.kept_norm.add(normalize(text))
         self.kept_tokens.append(tokens(text))
 
-    def verdict(self, text: str) -> str | None:
-        """None to keep ``text``, else the counter it falls under."""
+    def copy_verdict(self, text: str) -> str | None:
+        """ "empty" or "demo_copies" for ``text``, else None."""
         norm = normalize(text)
         toks = tokens(text)
         if not norm or not toks:
@@ -151,11 +269,20 @@ class InputFilter:
             return "demo_copies"
         if len(norm) >= 12 and any(norm in turn for turn in self._user_turns):
             return "demo_copies"
-        if norm in self.kept_norm:
+        return None
+
+    def duplicate_verdict(self, text: str) -> str | None:
+        """ "exact_duplicates" or "near_duplicates" of an input seen before, else None."""
+        if normalize(text) in self.kept_norm:
             return "exact_duplicates"
+        toks = tokens(text)
         if any(jaccard(toks, k) >= self.threshold for k in self.kept_tokens):
             return "near_duplicates"
         return None
+
+    def verdict(self, text: str) -> str | None:
+        """None to keep ``text``, else the counter it falls under."""
+        return self.copy_verdict(text) or self.duplicate_verdict(text)
 
     def offer(self, text: str) -> bool:
         reason = self.verdict(text)
@@ -164,6 +291,97 @@ class InputFilter:
             return False
         self.seen(text)
         return True
+
+
+class InputGate:
+    """The quality gate: every item is kept or dropped for one counted reason (``GATE_REASONS``).
+
+    The limits are set from the exemplars (the prompt's demonstration inputs and seeds), not fixed,
+    so a prompt whose real inputs are one word or a page of HTML is judged by its own measure:
+
+    - ``too_short``: fewer words (2+ letters, outside markup tags) than ``min(2, the shortest
+      exemplar's)``, or a heading (a one-line label ending in ":", a markdown "# ..." line): the
+      numbers, bare labels and tag fragments a generator writes between its real items;
+    - ``too_long``: over ``max(max_chars, 2 x the longest exemplar)`` characters;
+    - ``echo``: 80% of its word trigrams (or all of a shorter one) copied from the prompt's text
+      outside its demonstration inputs (those are ``demo_copies``), or the template's ``{input}``;
+    - ``demo_copies``, ``exact_duplicates``, ``near_duplicates``: ``InputFilter``.
+    """
+
+    def __init__(
+        self,
+        prompt: Prompt,
+        *,
+        threshold: float = 0.8,
+        max_chars: int = 1500,
+        exemplars: list[str] | None = None,
+        echo_share: float = 0.8,
+    ) -> None:
+        self.prompt = prompt
+        self.filter = InputFilter(prompt, threshold=threshold)
+        demos = demonstration_inputs(prompt)
+        examples = [e for e in [*demos, *(exemplars or [])] if e.strip()]
+        self.min_words = min([2, *(len(_words(e)) for e in examples)])
+        self.max_chars = max([max_chars, *(2 * len(e) for e in examples)])
+        self.echo_share = echo_share
+        # The prompt's text without its demonstration inputs, in segments that n-grams never cross.
+        segments = [m["content"] for m in prompt.messages]
+        segments += prompt.input_template.split(INPUT_SLOT)
+        for demo in demos:
+            segments = [part for s in segments for part in s.split(demo)]
+        self._echo_grams: set[tuple[str, ...]] = set()
+        self._echo_text = []
+        for segment in segments:
+            toks = _token_list(segment)
+            self._echo_grams |= _trigrams(toks)
+            self._echo_text.append(" " + " ".join(toks) + " ")
+        self.counts = {reason: 0 for reason in GATE_REASONS}
+
+    def seen(self, text: str) -> None:
+        """Register an input that later items must not repeat (kept, or offered to the teacher)."""
+        self.filter.seen(text)
+
+    def shape_verdict(self, text: str) -> str | None:
+        if not normalize(text) or not tokens(text):
+            return "empty"
+        words = _words(text)
+        if len(words) < self.min_words:
+            return "too_short"
+        one_line = "\n" not in text.strip()
+        if one_line and (
+            (text.rstrip().endswith(":") and len(words) <= 4) or re.match(r"#{1,6}\s", text)
+        ):
+            return "too_short"  # a heading or a label, not a task
+        if len(text) > self.max_chars:
+            return "too_long"
+        return None
+
+    def echo(self, text: str) -> bool:
+        if INPUT_SLOT in text:
+            return True
+        toks = _token_list(text)
+        grams = _trigrams(toks)
+        if grams:
+            copied = sum(g in self._echo_grams for g in grams)
+            return copied >= self.echo_share * len(grams)
+        joined = " " + " ".join(toks) + " "
+        return any(joined in segment for segment in self._echo_text)
+
+    def verdict(self, text: str) -> str | None:
+        """None to keep ``text``, else the reason (one of ``GATE_REASONS``) it is dropped for."""
+        reason = self.shape_verdict(text) or self.filter.copy_verdict(text)
+        if reason is None and self.echo(text):
+            reason = "echo"
+        return reason or self.filter.duplicate_verdict(text)
+
+    def offer(self, text: str) -> str | None:
+        """The verdict, counted; a kept item is registered so that its duplicates are dropped."""
+        reason = self.verdict(text)
+        if reason is None:
+            self.seen(text)
+        else:
+            self.counts[reason] += 1
+        return reason
 
 
 # -- the generator's instruction ---------------------------------------------------------------
@@ -196,13 +414,27 @@ def read_seed_inputs(path: str | Path) -> list[str]:
     return seeds
 
 
+def multiline(exemplars: list[str]) -> bool:
+    """Whether inputs like these need the ``<input>`` tags (a numbered item ends at a blank line)."""
+    return any("\n\n" in e.strip() or "\n" in e.strip() and len(e) > 300 for e in exemplars)
+
+
 def input_request(
-    prompt: Prompt, k: int, demos: list[str], prefill: str = ""
+    prompt: Prompt,
+    k: int,
+    demos: list[str],
+    prefill: str = "",
+    *,
+    focus: str | None = None,
 ) -> list[dict[str, str]]:
     """The generator's request for ``k`` new inputs to the task the prompt sets up.
 
-    With ``prefill``, the request ends with an assistant message the generator continues.
+    ``demos`` are shown in their exact shape (between ``<input>`` tags when they span lines, and
+    then the answer is asked for in tags too); ``focus``, a sentence of the prompt's instructions,
+    steers this request's list towards one part of the task. With ``prefill``, the request ends
+    with an assistant message the generator continues.
     """
+    tagged = multiline(demos)
     # The task is stated before and after the prompt: small generators lose it in a long prompt.
     lines = [
         f"Write {k} new user inputs for the AI assistant set up by the prompt below, as a "
@@ -216,20 +448,66 @@ def input_request(
         "</prompt>",
         "",
     ]
-    if demos:
+    if demos and tagged:
+        lines += [
+            f"Examples of user inputs for this task, each between {OPEN_TAG} and {CLOSE_TAG}:"
+        ]
+        for d in demos:
+            lines += [OPEN_TAG, d, CLOSE_TAG]
+        lines += [""]
+    elif demos:
         lines += ["Examples of user inputs for this task:"]
         lines += [f"- {d}" for d in demos]
         lines += [""]
+    if focus:
+        lines += [
+            "For variety, let this list lean towards inputs where this part of the prompt "
+            f'matters: "{focus}"',
+            "",
+        ]
+    shape = (
+        " Each input must have the same form as the examples: the same kind of content, "
+        "layout and length."
+        if demos
+        else ""
+    )
+    if tagged:
+        layout = (
+            f"Write each input in full between {OPEN_TAG} and {CLOSE_TAG}, numbered from 1 to {k} "
+            f"(1. {OPEN_TAG} ... {CLOSE_TAG}), and nothing else."
+        )
+    else:
+        layout = (
+            f"Write only the input itself (not the surrounding template, no answers), as a "
+            f"numbered list from 1 to {k}, one item per number, and nothing else."
+        )
     lines += [
         f"Write {k} new user inputs for this task. Make them realistic, specific and different from "
         "each other and from the examples in the prompt; each one must be solvable as the prompt "
-        "describes. Write only the input itself (not the surrounding template, no answers), as a "
-        f"numbered list from 1 to {k}, one item per number, and nothing else."
+        f"describes.{shape} {layout}"
     ]
     request = [{"role": "user", "content": "\n".join(lines)}]
     if prefill:
-        request.append({"role": "assistant", "content": prefill})
+        request.append({"role": "assistant", "content": request_prefill(prefill, demos)})
     return request
+
+
+def request_prefill(prefill: str, demos: list[str]) -> str:
+    """The prefill ``input_request`` ends with for these exemplars (what the answer continues)."""
+    if prefill and multiline(demos) and OPEN_TAG not in prefill:
+        return f"{prefill} {OPEN_TAG}\n"
+    return prefill
+
+
+def items_per_request(config: SynthConfig, exemplars: list[str]) -> int:
+    """``num_gen_once``, or fewer when inputs as long as the exemplars would not fit the
+    generator's ``input_max_new_tokens`` (a list cut off by the cap loses its last items)."""
+    if not exemplars:
+        return config.num_gen_once
+    mean_chars = sum(len(e) for e in exemplars) / len(exemplars)
+    tokens_per_item = mean_chars / 3.5 + 10  # ~3.5 characters a token, plus the numbering
+    fits = int(0.9 * config.input_max_new_tokens // tokens_per_item)
+    return max(1, min(config.num_gen_once, fits))
 
 
 def continued(prefill: str, text: str) -> str:
@@ -252,28 +530,139 @@ def read_items(prefill: str, text: str, k: int) -> list[str]:
     return items
 
 
+# -- the stage's log ---------------------------------------------------------------------------
+class InputLog:
+    """``inputs.log.jsonl``: one line per batch of stage 1, the source of the stage's counts.
+
+    A line holds the batch's counters, the records it kept and the items it dropped (with their
+    reasons, for the user to read). It is written, durably, *before* the batch's records go to
+    ``inputs.jsonl``; on opening, records a line holds that ``inputs.jsonl`` lacks (a process
+    killed between the two writes) are appended. So the counts are always those of the records
+    on disk: a batch is counted once, with its records, or not at all.
+    """
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self.path = run.path / INPUTS_LOG
+        self.lines = read_jsonl(self.path)
+        existing = run.read("inputs")
+        if not self.lines and existing:
+            # A run from before the log: what the manifest says of it, as the first line.
+            legacy = {k: v for k, v in run.stage_stats("inputs").items() if k not in _RUN_KEYS}
+            self.append({"batch": 0, "source": "earlier", "stats": legacy})
+        have = {r["id"] for r in existing}
+        missing = [
+            rec for line in self.lines for rec in line.get("kept", []) if rec["id"] not in have
+        ]
+        if missing:
+            with run.writer("inputs") as writer:
+                writer.write(missing)
+        self.repaired = len(missing)
+
+    @property
+    def next_batch(self) -> int:
+        return 1 + max((int(line.get("batch", 0)) for line in self.lines), default=0)
+
+    def append(self, line: dict[str, Any]) -> None:
+        with StageWriter(self.path) as writer:
+            writer.write([line])
+        self.lines.append(line)
+
+    def totals(self) -> dict[str, Any]:
+        total: dict[str, Any] = {}
+        for line in self.lines:
+            total = add_stats(total, line.get("stats") or {})
+        return total
+
+    def dropped(self, *reasons: str) -> list[str]:
+        return [text for line in self.lines for r, text in line.get("dropped", []) if r in reasons]
+
+
+def _delta(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """What a guard's counters gained since ``before`` (other values as they are now)."""
+    out = {}
+    for key, value in now.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = round(value - before.get(key, 0), 3)
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def exemplar_pool(prompt: Prompt, seed_inputs: list[str] | None) -> tuple[list[str], list[str]]:
+    """The prompt's demonstration inputs and the seed inputs (duplicates of the former left out)."""
+    demos = demonstration_inputs(prompt)
+    known = {normalize(d) for d in demos}
+    seeds = [s for s in seed_inputs or [] if normalize(s) not in known]
+    return demos, seeds
+
+
+def teacher_mode(run: RunDir, config: SynthConfig, model: Backend | None) -> str:
+    """Whether the teacher's check runs: "on", "off", or why it is skipped."""
+    if not config.teacher_check:
+        return "off"
+    if not run.prompt.action_pattern:
+        return "skipped: the prompt has no action_pattern"
+    if model is None:
+        return "skipped: no target model given"
+    return "on"
+
+
+def first_agent_turn(text: str, end_token: str) -> str:
+    """An agent answer as stage 2 keeps it: cut at the termination token, stripped."""
+    from genpi.synth.conversations import find_end_token
+
+    cut = find_end_token(text, end_token)
+    return (text[:cut] if cut >= 0 else text).strip()
+
+
 # -- the stage ---------------------------------------------------------------------------------
 def import_inputs(run: RunDir, texts: list[str], config: SynthConfig) -> dict[str, int]:
-    """Add given inputs (``--inputs-file``) to the run, filtered like generated ones, up to ``n``."""
+    """Add given inputs (``--inputs-file``) to the run, through the gate, up to ``n``.
+
+    The user vouches for them, so the teacher's check is not applied.
+    """
+    log = InputLog(run)
     existing = run.read("inputs")
-    filt = InputFilter(run.prompt, threshold=config.near_duplicate_jaccard)
+    gate = InputGate(
+        run.prompt,
+        threshold=config.near_duplicate_jaccard,
+        max_chars=config.max_input_chars,
+        exemplars=texts,
+    )
     for rec in existing:
-        filt.seen(rec["input"])
+        gate.seen(rec["input"])
     next_index = _next_index(existing)
-    records = []
+    records, dropped = [], []
     for text in texts:
         if len(existing) + len(records) >= config.n:
             break
-        if filt.offer(text.strip()):
-            record_id = f"x{next_index:05d}"
-            next_index += 1
-            split = split_of(record_id, config.heldout_fraction)
-            records.append(
-                run.record(record_id, {"source": "given"}, input=text.strip(), split=split)
-            )
+        text = text.strip()
+        reason = gate.offer(text)
+        if reason is not None:
+            dropped.append([reason, text[:300]])
+            continue
+        record_id = f"x{next_index:05d}"
+        next_index += 1
+        split = split_of(record_id, config.heldout_fraction)
+        records.append(run.record(record_id, {"source": "given"}, input=text, split=split))
+    counts = {"given": len(texts), "given_kept": len(records), **gate.counts}
+    # A rerun of the same file adds nothing: it is logged only the first time or when it adds.
+    if records or not any(line.get("source") == "given" for line in log.lines):
+        stats = {"given_offered": len(texts), "given_kept": len(records)}
+        stats.update({f"given_{r}": c for r, c in gate.counts.items() if c})
+        log.append(
+            {
+                "batch": log.next_batch,
+                "source": "given",
+                "stats": stats,
+                "kept": records,
+                "dropped": dropped,
+            }
+        )
     with run.writer("inputs") as writer:
         writer.write(records)
-    return {"given": len(texts), "given_kept": len(records), **filt.counts}
+    return counts
 
 
 def _next_index(existing: list[dict[str, Any]]) -> int:
@@ -287,46 +676,89 @@ def run_inputs(
     config: SynthConfig,
     *,
     seed_inputs: list[str] | None = None,
+    model: Backend | None = None,
 ) -> dict[str, Any]:
-    """Generate pseudo inputs until ``config.n`` are kept (resuming what the run dir holds)."""
+    """Generate pseudo inputs until ``config.n`` are kept (resuming what the run dir holds).
+
+    ``model`` is the target model, for the teacher's check (without it the check is skipped, and
+    the stage's statistics say so).
+    """
+    prompt = run.prompt
+    log = InputLog(run)
     existing = run.read("inputs")
-    filt = InputFilter(run.prompt, threshold=config.near_duplicate_jaccard)
+    demos, seeds = exemplar_pool(prompt, seed_inputs)
+    gate = InputGate(
+        prompt,
+        threshold=config.near_duplicate_jaccard,
+        max_chars=config.max_input_chars,
+        exemplars=seeds,
+    )
     for rec in existing:
-        filt.seen(rec["input"])
-    stats = run.stage_stats("inputs")
+        gate.seen(rec["input"])
+    # Items the teacher turned down (or that were surplus) are not offered to it again.
+    for text in log.dropped("teacher_rejected", "surplus"):
+        gate.seen(text)
+    mode = teacher_mode(run, config, model)
+    aspects = instruction_aspects(prompt)
+    k = items_per_request(config, [*demos, *seeds])
     next_index = _next_index(existing)
     kept = len(existing)
     guard = GuardedBackend(
         generator, "inputs", max_consecutive_failures=config.max_consecutive_failures
     )
+    teacher = (
+        GuardedBackend(model, "inputs", max_consecutive_failures=config.max_consecutive_failures)
+        if mode == "on" and model is not None
+        else None
+    )
+    # The agent's first turn, as stage 2 would generate it (greedy, the agent's token cap).
+    teacher_params = SamplingParams(max_new_tokens=config.agent_max_new_tokens, temperature=0.0)
     limit = config.input_request_limit()
-    requests_before = int(stats.get("requests", 0))
+    requests_before = int(log.totals().get("requests", 0))
     requests = 0
-    new: dict[str, Any] = {
-        "requests": 0,
-        "responses": 0,
-        "no_list": 0,
-        "candidates": 0,
-        "kept": 0,
-        "surplus": 0,
-    }
     rng = random.Random(config.seed + requests_before)
     bar = progress(config.n, "inputs", enabled=config.progress)
     bar.update(min(kept, config.n))
+
+    def run_stats() -> dict[str, Any]:
+        total = log.totals()
+        total.update(
+            target=config.n,
+            total_kept=len(run.read("inputs")),
+            teacher_check=mode,
+            items_per_request=k,
+        )
+        total["exhausted"] = total["total_kept"] < config.n
+        return total
+
+    def backend_stats(
+        guard_before: dict[str, Any], teacher_before: dict[str, Any]
+    ) -> dict[str, Any]:
+        out = _delta(guard.stats(), guard_before)
+        if teacher is not None:
+            for key, value in _delta(teacher.stats(), teacher_before).items():
+                out[f"teacher_{key}"] = value
+        return out
+
+    in_flight = 0  # requests of the batch under way, not yet in the log
+    guard_before: dict[str, Any] = {}
+    teacher_before: dict[str, Any] = {}
     try:
         with run.writer("inputs") as writer:
             while kept < config.n and requests < limit:
-                wanted = -(-(config.n - kept) // config.num_gen_once)
+                guard_before = guard.stats()
+                teacher_before = teacher.stats() if teacher else {}
+                wanted = -(-(config.n - kept) // k)
                 width = max(1, min(config.batch_size, wanted, limit - requests))
-                conversations = []
+                conversations, prefills = [], []
                 for _ in range(width):
-                    demos = (
-                        rng.sample(seed_inputs, min(config.max_seed_demos, len(seed_inputs)))
-                        if seed_inputs
-                        else []
-                    )
+                    # A different subset of exemplars and a different focus for every request.
+                    shown = rng.sample(demos, min(config.max_seed_demos, len(demos)))
+                    shown += rng.sample(seeds, min(config.max_seed_demos, len(seeds)))
+                    focus = rng.choice(aspects) if aspects else None
+                    prefills.append(request_prefill(config.input_prefill, shown))
                     conversations.append(
-                        input_request(run.prompt, config.num_gen_once, demos, config.input_prefill)
+                        input_request(prompt, k, shown, config.input_prefill, focus=focus)
                     )
                 params = SamplingParams(
                     max_new_tokens=config.input_max_new_tokens,
@@ -334,53 +766,111 @@ def run_inputs(
                     top_p=config.input_top_p,
                     seed=config.seed + requests_before + requests,
                     # A model that runs on past the list it was asked for stops at the next number.
-                    stop=(f"\n{config.num_gen_once + 1}.", f"\n{config.num_gen_once + 1})"),
+                    stop=(f"\n{k + 1}.", f"\n{k + 1})"),
                 )
                 requests += width
-                new["requests"] += width
+                in_flight = width
+                new: dict[str, Any] = {"requests": width, "responses": 0, "no_list": 0}
+                counters = (
+                    "candidates",
+                    "kept",
+                    *DROP_REASONS,
+                    "teacher_checked",
+                    "teacher_accepted",
+                )
+                new.update({key: 0 for key in counters})
+                dropped: list[list[str]] = []
+                records: list[dict[str, Any]] = []
                 generations = guard.generate(conversations, params)
-                if generations is None:
-                    continue
                 settings = {
                     "generator": getattr(generator, "name", "?"),
                     "params": params.to_dict(),
                 }
-                records = []
-                for gen in generations:
+                passed: list[str] = []
+                for prefill, gen in zip(prefills, generations or [], strict=False):
                     new["responses"] += 1
-                    items = read_items(config.input_prefill, gen.text, config.num_gen_once)
+                    items = read_items(prefill, gen.text, k)
                     if not items:
                         new["no_list"] += 1
                         new["last_answer_without_list"] = gen.text[:300]  # for the user to judge
                     for item in items:
                         new["candidates"] += 1
+                        reason = gate.offer(item)
+                        if reason is None:
+                            passed.append(item)
+                        else:
+                            new[reason] += 1
+                            dropped.append([reason, item[:300]])
+                # The teacher's check, in chunks, until n are kept; what is left is surplus.
+                while passed and kept < config.n:
+                    chunk = passed[: config.batch_size] if teacher else passed[:1]
+                    passed = passed[len(chunk) :]
+                    answers: list[str | None] = [None] * len(chunk)
+                    if teacher is not None:
+                        gens = teacher.generate(
+                            [prompt.teacher_messages(x) for x in chunk], teacher_params
+                        )
+                        if gens is None:
+                            new["teacher_unchecked"] += len(chunk)
+                            dropped += [["teacher_unchecked", x[:300]] for x in chunk]
+                            continue
+                        answers = [first_agent_turn(g.text, config.end_token) for g in gens]
+                        new["teacher_checked"] += len(chunk)
+                    for item, answer in zip(chunk, answers, strict=True):
+                        if teacher is not None:
+                            if prompt.read_action(answer or "") is None:
+                                new["teacher_rejected"] += 1
+                                dropped.append(["teacher_rejected", item[:300]])
+                                continue
+                            new["teacher_accepted"] += 1
                         if kept >= config.n:
                             new["surplus"] += 1
-                            continue
-                        if not filt.offer(item):
+                            dropped.append(["surplus", item[:300]])
                             continue
                         record_id = f"x{next_index:05d}"
                         next_index += 1
                         kept += 1
                         new["kept"] += 1
-                        records.append(
-                            run.record(
-                                record_id,
-                                settings,
-                                input=item,
-                                split=split_of(record_id, config.heldout_fraction),
-                            )
-                        )
+                        fields: dict[str, Any] = {
+                            "input": item,
+                            "split": split_of(record_id, config.heldout_fraction),
+                        }
+                        record_settings = settings
+                        if answer is not None:
+                            # Stage 2 starts the role-play from this answer instead of a new one.
+                            fields["first_agent_turn"] = answer
+                            record_settings = {
+                                **settings,
+                                "teacher": getattr(model, "name", "?"),
+                                "teacher_params": teacher_params.to_dict(),
+                            }
+                        records.append(run.record(record_id, record_settings, **fields))
+                new["surplus"] += len(passed)
+                dropped += [["surplus", x[:300]] for x in passed]
+                new.update(backend_stats(guard_before, teacher_before))
+                # The log line first, then the records: see InputLog.
+                log.append(
+                    {
+                        "batch": log.next_batch,
+                        "source": "generated",
+                        "stats": new,
+                        "kept": records,
+                        "dropped": dropped,
+                    }
+                )
+                in_flight = 0
                 writer.write(records)
                 bar.update(len(records))
-                run.update_manifest(
-                    "inputs", add_stats(stats, {**new, **filt.counts, **guard.stats()})
-                )
+                run.update_manifest("inputs", run_stats())
+    except StageAborted:
+        # The aborted batch kept nothing; its requests and failed calls are still counted.
+        if in_flight:
+            stats = {"requests": in_flight, "aborted_batches": 1}
+            stats.update(backend_stats(guard_before, teacher_before))
+            log.append({"batch": log.next_batch, "source": "generated", "stats": stats})
+        raise
     finally:
         bar.close()
-        total = add_stats(stats, {**new, **filt.counts, **guard.stats()})
-        total["target"] = config.n
-        total["total_kept"] = kept
-        total["exhausted"] = kept < config.n
+        total = run_stats()
         run.update_manifest("inputs", total)
     return total

@@ -67,7 +67,7 @@ def synthesize(
     )
     if given_inputs:
         import_inputs(run, given_inputs, config)
-    run_inputs(run, generator_backend, config, seed_inputs=seed_inputs)
+    run_inputs(run, generator_backend, config, seed_inputs=seed_inputs, model=model_backend)
     run_conversations(run, model_backend, config)
     run_outputs(run, model_backend, config)
     run_reasons(run, generator_backend, config)

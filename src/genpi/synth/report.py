@@ -5,6 +5,8 @@ Run as: genpi synth report --out runs/shell
 
 from __future__ import annotations
 
+import random
+from itertools import pairwise
 from typing import Any
 
 from genpi.prompt import Prompt
@@ -26,6 +28,43 @@ def gold_turns(prompt: Prompt) -> float | None:
 
 def _pct(part: int, whole: int) -> float | None:
     return round(100.0 * part / whole, 1) if whole else None
+
+
+def distinct_2(texts: list[str]) -> float | None:
+    """Distinct word bigrams over all bigrams of ``texts`` (1.0: no bigram repeats; None: none)."""
+    bigrams = [pair for text in texts for pair in pairwise(text.lower().split())]
+    return round(len(set(bigrams)) / len(bigrams), 3) if bigrams else None
+
+
+def _median(values: list[int]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return float(ordered[mid]) if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def input_quality(inputs: list[dict[str, Any]], stats: dict[str, Any]) -> dict[str, Any]:
+    """Stage 1 at a glance: what was asked, parsed, kept and dropped (by reason), the teacher's
+    check, and how varied and long the kept inputs are, with 5 random ones to read."""
+    from genpi.synth.inputs import DROP_REASONS
+
+    texts = [r["input"] for r in inputs]
+    checked = int(stats.get("teacher_checked", 0))
+    return {
+        "requests": stats.get("requests", 0),
+        "items_parsed": stats.get("candidates", 0),
+        "kept_generated": stats.get("kept", 0),
+        "dropped": {r: stats[r] for r in DROP_REASONS if stats.get(r)},
+        "teacher_check": stats.get("teacher_check", "n/a"),
+        "teacher_checked": checked,
+        "teacher_accepted_pct": _pct(int(stats.get("teacher_accepted", 0)), checked),
+        "distinct_2": distinct_2(texts),
+        "median_words": _median([len(t.split()) for t in texts]),
+        "median_chars": _median([len(t) for t in texts]),
+        # A fixed seed: the same run prints the same sample every time.
+        "sample": random.Random(0).sample(texts, min(5, len(texts))),
+    }
 
 
 def build_report(run: RunDir) -> dict[str, Any]:
@@ -74,6 +113,7 @@ def build_report(run: RunDir) -> dict[str, Any]:
             "demo_copies": in_stats.get("demo_copies", 0),
             "surplus": in_stats.get("surplus", 0),
         },
+        "input_quality": input_quality(inputs, in_stats),
         "counts": {
             "inputs": len(inputs),
             "conversations": n,
@@ -120,6 +160,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{i['requests']} requests; {i['responses_without_list']} responses without a list; dropped "
         f"{i['empty']} empty, {i['exact_duplicates']} exact and {i['near_duplicates']} near duplicates, "
         f"{i['demo_copies']} demonstration copies, {i['surplus']} surplus",
+        *_quality_lines(report.get("input_quality")),
         f"  end reasons: {report['end_reasons']}",
         f"  records: {report['counts']}",
         f"  empty answers: {report['empty']}",
@@ -132,6 +173,26 @@ def format_report(report: dict[str, Any]) -> str:
             f"  {stage}: {g['completion_tokens']} tokens generated in {secs:.1f} s ({rate})"
         )
     return "\n".join(lines)
+
+
+def _quality_lines(q: dict[str, Any] | None) -> list[str]:
+    if not q:
+        return []
+    dropped = ", ".join(f"{count} {reason}" for reason, count in q["dropped"].items()) or "none"
+    teacher = q["teacher_check"]
+    if teacher == "on":
+        teacher = f"{q['teacher_accepted_pct']} % of {q['teacher_checked']} accepted"
+    lines = [
+        f"  input quality: {q['requests']} requests, {q['items_parsed']} items parsed, "
+        f"{q['kept_generated']} kept; dropped: {dropped}",
+        f"  teacher's check: {teacher}; distinct-2 {q['distinct_2']}, median length "
+        f"{q['median_words']} words ({q['median_chars']} chars)",
+        "  5 random kept inputs:",
+    ]
+    for text in q["sample"]:
+        one_line = text.replace("\n", " / ")
+        lines.append(f"    - {one_line[:160]}{' ...' if len(one_line) > 160 else ''}")
+    return lines
 
 
 def write_report(run: RunDir) -> tuple[dict[str, Any], str]:

@@ -24,6 +24,9 @@ STAGES = ("inputs", "conversations", "outputs", "reasons")
 MANIFEST = "manifest.json"
 PROMPT_FILE = "prompt.json"
 REPORT_FILE = "report.json"
+# Stage 1's ledger: one line per batch (its counts, the records it kept, the items it dropped),
+# written before the batch's records, so the stage's counts are read from durable lines.
+INPUTS_LOG = "inputs.log.jsonl"
 
 
 class RunDirError(GenpiError):
@@ -191,7 +194,8 @@ class RunDir:
     def _move_aside(self) -> None:
         aside = self.path / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
         aside.mkdir()
-        names = [f"{s}.jsonl" for s in STAGES] + [MANIFEST, PROMPT_FILE, REPORT_FILE, "report.txt"]
+        names = [f"{s}.jsonl" for s in STAGES] + [INPUTS_LOG, MANIFEST, PROMPT_FILE, REPORT_FILE]
+        names.append("report.txt")
         for name in names:
             if (self.path / name).exists():
                 os.replace(self.path / name, aside / name)
