@@ -113,6 +113,8 @@ def test_demonstration_inputs_of_three_prompt_shapes():
         }
     )
     assert demonstration_inputs(os_like) == ["list /etc"]
+    # Instructions copied out of the turn that holds the demonstration are echoes, not copies.
+    assert InputGate(os_like).offer("act as a shell") == "echo"
     shop_like = prompt_from_dict(
         {
             "messages": [

@@ -257,8 +257,12 @@ class InputFilter:
         self.kept_norm.add(normalize(text))
         self.kept_tokens.append(tokens(text))
 
-    def copy_verdict(self, text: str) -> str | None:
-        """ "empty" or "demo_copies" for ``text``, else None."""
+    def copy_verdict(self, text: str, *, in_turns: bool = True) -> str | None:
+        """Whether ``text`` is "empty" or one of the "demo_copies", else None.
+
+        ``in_turns``: a text found inside a user turn of the prompt is a copy too (the gate asks
+        this after its echo check, so that instructions copied from a turn count as echoes).
+        """
         norm = normalize(text)
         toks = tokens(text)
         if not norm or not toks:
@@ -267,12 +271,16 @@ class InputFilter:
             jaccard(toks, d) >= self.threshold for d in self._demo_tokens
         ):
             return "demo_copies"
-        if len(norm) >= 12 and any(norm in turn for turn in self._user_turns):
+        if in_turns and self.inside_a_turn(text):
             return "demo_copies"
         return None
 
+    def inside_a_turn(self, text: str) -> bool:
+        norm = normalize(text)
+        return len(norm) >= 12 and any(norm in turn for turn in self._user_turns)
+
     def duplicate_verdict(self, text: str) -> str | None:
-        """ "exact_duplicates" or "near_duplicates" of an input seen before, else None."""
+        """Whether ``text`` repeats an input seen before: "exact_duplicates", "near_duplicates"."""
         if normalize(text) in self.kept_norm:
             return "exact_duplicates"
         toks = tokens(text)
@@ -369,9 +377,11 @@ class InputGate:
 
     def verdict(self, text: str) -> str | None:
         """None to keep ``text``, else the reason (one of ``GATE_REASONS``) it is dropped for."""
-        reason = self.shape_verdict(text) or self.filter.copy_verdict(text)
+        reason = self.shape_verdict(text) or self.filter.copy_verdict(text, in_turns=False)
         if reason is None and self.echo(text):
             reason = "echo"
+        if reason is None and self.filter.inside_a_turn(text):
+            reason = "demo_copies"  # a copy of an environment turn, say
         return reason or self.filter.duplicate_verdict(text)
 
     def offer(self, text: str) -> str | None:
