@@ -124,3 +124,19 @@ def tiny_adapter_dir(tmp_path_factory, tiny_model_dir, example_prompt_path) -> P
     )
     write_adapter_info(out, info, prompt)
     return out
+
+
+@pytest.fixture
+def prefix_runs(monkeypatch):
+    """How many shared prefixes were computed (proof the shared path ran, not the fallback)."""
+    from genpi.llm.local import SharedPrefix
+
+    calls: list[int] = []
+    original = SharedPrefix.compute.__func__
+
+    def counted(cls, model, tokens):
+        calls.append(len(tokens))
+        return original(cls, model, tokens)
+
+    monkeypatch.setattr(SharedPrefix, "compute", classmethod(counted))
+    return calls

@@ -88,27 +88,19 @@ def test_teacher_forced_nll_scores_the_answer_with_its_end_of_turn(tokenizer):
     assert context == tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def test_teacher_forced_nlls_run_the_shared_prompt_once(tiny_backend, monkeypatch):
+def test_teacher_forced_nlls_run_the_shared_prompt_once(tiny_backend, prefix_runs):
     """The prompt's KV is computed once for all items; every NLL is what the item alone gets."""
-    from genpi.llm.local import SharedPrefix
-
     system = {"role": "system", "content": "You are a shell agent. Think, then act. " * 12}
     convs = [
         [system, {"role": "user", "content": u}]
         for u in ["hi", "count the files in /etc", "what is the kernel version?"]
     ]
     answers = ["Act: bash", "Think: ls.\n\nAct: bash\n\n```bash\nls /etc | wc -l\n```", ""]
-    runs: list[int] = []
-    compute = SharedPrefix.compute.__func__
-
-    def counted(cls, model, tokens):
-        runs.append(len(tokens))
-        return compute(cls, model, tokens)
-
-    monkeypatch.setattr(SharedPrefix, "compute", classmethod(counted))
     model, tok = tiny_backend.model, tiny_backend.tokenizer
     shared = metrics.teacher_forced_nlls(model, tok, convs, answers)
-    assert len(runs) == 1 and runs[0] >= 64
-    alone = [metrics.teacher_forced_nll(model, tok, c, a) for c, a in zip(convs, answers)]
+    assert len(prefix_runs) == 1 and prefix_runs[0] >= 64
+    alone = [
+        metrics.teacher_forced_nll(model, tok, c, a) for c, a in zip(convs, answers, strict=True)
+    ]
     assert all(x is not None for x in alone) and len(set(alone)) == 3
     assert shared == pytest.approx(alone, rel=1e-5, abs=1e-5)

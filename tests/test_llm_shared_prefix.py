@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from genpi.llm import SamplingParams
-from genpi.llm.local import LocalBackend, SharedPrefix, shared_prefix_length
+from genpi.llm.local import LocalBackend, shared_prefix_length
 
 SYSTEM = "You are a shell agent. Answer with Act: bash or Act: finish, one action per turn."
 USERS = ["hi", "list the files in /etc that end with .conf " * 3, "what is two plus two?", "x"]
@@ -25,20 +25,6 @@ def sharing(backend: LocalBackend, **kw) -> LocalBackend:
 def one_at_a_time(backend: LocalBackend, params: SamplingParams) -> list:
     alone = LocalBackend(backend.model, backend.tokenizer, min_shared_prefix=None)
     return [alone.generate([c], params)[0] for c in CONVERSATIONS]
-
-
-@pytest.fixture
-def prefix_runs(monkeypatch):
-    """How many shared prefixes were computed (proof the shared path ran, not the fallback)."""
-    calls: list[int] = []
-    original = SharedPrefix.compute.__func__
-
-    def counted(cls, model, tokens):
-        calls.append(len(tokens))
-        return original(cls, model, tokens)
-
-    monkeypatch.setattr(SharedPrefix, "compute", classmethod(counted))
-    return calls
 
 
 def assert_same(shared: list, single: list) -> None:
