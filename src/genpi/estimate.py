@@ -103,15 +103,11 @@ def probe_training(model: Any, length: int, config: Any) -> TrainProbe:
     forward and backward, then forward only. The LoRA is removed again, leaving ``model`` as it
     was (the backend keeps generating with it)."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.target_modules,
-        task_type="CAUSAL_LM",
-    )
+    from genpi.train.trainer import lora_config
+
+    lora = lora_config(config)
     was_training = model.training
     peft = get_peft_model(model, lora)
     device = next(model.parameters()).device

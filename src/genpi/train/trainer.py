@@ -369,6 +369,20 @@ def _use_4bit(config: TrainConfig, method: Method, device: str) -> bool:
     return device.startswith("cuda") and importlib.util.find_spec("bitsandbytes") is not None
 
 
+def lora_config(config: TrainConfig) -> Any:
+    """The LoRA of a training config (rank, alpha, dropout, target modules)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
 def _build_model(
     model_ref: str, resolved: Any, method: Method, config: TrainConfig, prompt: Prompt, device: str
 ) -> tuple[Any, Any, dict[str, Any]]:
@@ -392,7 +406,7 @@ def _build_model(
             teacher.requires_grad_(False)
         setup["tuning"] = "full"
         return model, teacher, setup
-    from peft import LoraConfig, PromptTuningConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import PromptTuningConfig, get_peft_model, prepare_model_for_kbit_training
 
     if four_bit:
         model = prepare_model_for_kbit_training(
@@ -407,14 +421,7 @@ def _build_model(
             tokenizer_name_or_path=resolved.path,
         )
     else:
-        peft_config = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.target_modules,
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
+        peft_config = lora_config(config)
     model = get_peft_model(model, peft_config)
     # Engines (vLLM) find the base model by this name: the hub id when the weights are on the hub.
     model.peft_config["default"].base_model_name_or_path = resolved.hf_id or resolved.path
