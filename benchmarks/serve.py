@@ -109,10 +109,11 @@ def main() -> None:
 
     import torch
 
+    from genpi.adapter import make_random_adapter
     from genpi.prompt import load_prompt
     from genpi.serve.engine import load_engine
     from genpi.serve.server import ServeConfig, create_app
-    from genpi.serve.testing import ServerThread, make_random_adapter
+    from genpi.serve.testing import ServerThread
 
     torch.set_num_threads(args.threads)
     prompt = load_prompt(args.prompt)

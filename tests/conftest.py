@@ -22,7 +22,7 @@ def agentbench_dir() -> Path:
 def sandbox_rootfs() -> Path:
     """The namespace sandbox's root filesystem (built once), else a skip with the reason; a
     failure instead where GENPI_REQUIRE_SANDBOX=1 (.ci/run sets it), so CI cannot skip silently."""
-    from genpi.osbench.sandbox import ready_rootfs
+    from genpi.bench.os.sandbox import ready_rootfs
 
     path, reason = ready_rootfs()
     if path is None:
@@ -95,35 +95,15 @@ def embedded_backend():
 
 @pytest.fixture(scope="session")
 def tiny_adapter_dir(tmp_path_factory, tiny_model_dir, example_prompt_path) -> Path:
-    """A LoRA adapter for the tiny model with random (non-zero) weights and genpi's metadata."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from genpi.adapter import AdapterInfo, write_adapter_info
+    """A LoRA adapter for the tiny model (rank 4) with random (non-zero) weights and genpi's
+    metadata."""
+    from genpi.adapter import make_random_adapter
     from genpi.prompt import load_prompt
 
-    torch.manual_seed(1)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    config = LoraConfig(
-        r=4,
-        lora_alpha=8,
-        target_modules="all-linear",
-        init_lora_weights=False,
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(base, config)
     out = tmp_path_factory.mktemp("tiny-adapter")
-    model.save_pretrained(out)
-    prompt = load_prompt(example_prompt_path)
-    info = AdapterInfo(
-        prompt_fingerprint=prompt.fingerprint,
-        prompt_name=prompt.name,
-        base_model=str(tiny_model_dir),
-        method="random",
+    return make_random_adapter(
+        str(tiny_model_dir), load_prompt(example_prompt_path), out, seed=1, rank=4
     )
-    write_adapter_info(out, info, prompt)
-    return out
 
 
 @pytest.fixture

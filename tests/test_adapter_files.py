@@ -135,9 +135,8 @@ def test_local_backend_refuses_a_broken_adapter(broken, tiny_model_dir):
 
 def test_attach_adapter_refuses_a_broken_adapter(broken, tiny_model_dir):
     """The lowest loader (merge and profile use it) checks on its own, without check_adapter."""
-    from genpi.adapter import AdapterError
+    from genpi.adapter import AdapterError, attach_adapter
     from genpi.llm.base import BackendError
-    from genpi.llm.local import attach_adapter
     from genpi.models import load_model
 
     directory, message = broken

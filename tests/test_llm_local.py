@@ -140,3 +140,18 @@ def test_threads_take_turns_on_one_local_model(tiny_backend, monkeypatch):
     with ThreadPoolExecutor(len(CONVERSATIONS)) as pool:
         texts = list(pool.map(lambda c: tiny_backend.generate([c], params)[0].text, CONVERSATIONS))
     assert peak[0] == 1 and texts == expected
+
+
+def test_an_adapter_is_accepted_with_its_base_spelled_differently(
+    tiny_model_dir, tiny_adapter_dir, monkeypatch
+):
+    """The base check compares local directories, not spellings (the serve engine always did; the
+    local backend refused a relative path to the very directory the adapter was trained on)."""
+    from genpi.adapter import AdapterError, check_adapter
+
+    monkeypatch.chdir(tiny_model_dir.parent)
+    relative = f"./{tiny_model_dir.name}/"
+    backend = LocalBackend.from_ref(relative, adapter=tiny_adapter_dir, dtype="fp32")
+    assert backend.has_adapter
+    with pytest.raises(AdapterError, match="was trained on"):
+        check_adapter(tiny_adapter_dir, base_model=str(tiny_model_dir.parent))

@@ -241,7 +241,7 @@ def test_kv_bytes_are_those_of_the_cached_tokens(report):
 def test_lora_flops_are_zero_once_merged(tiny_model_dir, tiny_adapter_dir):
     from transformers import AutoModelForCausalLM
 
-    from genpi.llm.local import attach_adapter
+    from genpi.adapter import attach_adapter
 
     model = attach_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tiny_adapter_dir)
     assert lora_flops_per_token(model) > 0

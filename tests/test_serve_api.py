@@ -37,7 +37,7 @@ MAX_BODY = 64 * 1024
 
 @pytest.fixture(scope="module")
 def adapters(tiny_model_dir, tiny_adapter_dir, tmp_path_factory):
-    from genpi.serve.testing import make_random_adapter
+    from genpi.adapter import make_random_adapter
 
     french = make_random_adapter(str(tiny_model_dir), FRENCH, tmp_path_factory.mktemp("fr"), seed=2)
     return {"shell": tiny_adapter_dir, "french": french}

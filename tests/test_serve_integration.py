@@ -13,10 +13,11 @@ from genpi.prompt import load_prompt
 def test_embedded_model_routes_prompted_requests_to_the_adapter(
     tmp_path, example_prompt_path, embedded_backend
 ):
+    from genpi.adapter import make_random_adapter
     from genpi.llm.local import LocalBackend
     from genpi.serve.engine import load_engine
     from genpi.serve.server import ServeConfig, create_app
-    from genpi.serve.testing import ServerThread, make_random_adapter
+    from genpi.serve.testing import ServerThread
 
     prompt = load_prompt(example_prompt_path)
     adapter = make_random_adapter("smollm2-135m", prompt, tmp_path / "shell", seed=3)

@@ -6,6 +6,11 @@ An adapter directory holds
 - ``genpi_adapter.json``: prompt fingerprint and name, base model reference and weights hash,
   method, hyperparameters, data fingerprint, chat template;
 - ``prompt.json``: the prompt it internalizes.
+
+This module owns adapters end to end: checking a directory (``check_adapter_files``,
+``check_adapter``), attaching it to a loaded model (``attach_adapter``), and building a random one
+whose cost is a trained adapter's (``random_lora``, ``make_random_adapter``: the profile's cost
+measurement, benchmarks and tests).
 """
 
 from __future__ import annotations
@@ -139,6 +144,15 @@ def read_adapter_prompt(adapter_dir: str | Path) -> Prompt:
     return prompt_from_dict(_read_json_file(path), source=str(path))
 
 
+def same_model_ref(a: str, b: str) -> bool:
+    """Whether two model references name the same model: equal, or one local directory spelled
+    differently (relative vs absolute, a trailing slash, ``~``)."""
+    if a == b:
+        return True
+    path_a, path_b = Path(a).expanduser(), Path(b).expanduser()
+    return path_a.is_dir() and path_b.is_dir() and path_a.resolve() == path_b.resolve()
+
+
 def check_adapter(
     adapter_dir: str | Path,
     *,
@@ -158,7 +172,7 @@ def check_adapter(
                 f"sha256 {base_weights_sha256[:12]}): load it with --model {info.base_model}"
             )
     # Without a weights hash on both sides, the model references must agree.
-    elif base_model and base_model != info.base_model:
+    elif base_model and not same_model_ref(base_model, info.base_model):
         raise AdapterError(
             f"adapter {str(adapter_dir)!r} was trained on {info.base_model!r}, not {base_model!r}: "
             f"load it with --model {info.base_model}"
@@ -169,3 +183,67 @@ def check_adapter(
             f"({info.prompt_fingerprint[:12]}), not {prompt.name!r} ({prompt.fingerprint[:12]})"
         )
     return info
+
+
+def refuse_foreign_adapter(
+    adapter_dir: str | Path, base_model: str, base_weights_sha256: str | None
+) -> None:
+    """Refuse a genpi adapter trained on another base; a plain PEFT adapter (no genpi metadata)
+    passes, as its base is unknown."""
+    if (Path(adapter_dir) / INFO_FILE).exists():
+        check_adapter(adapter_dir, base_model=base_model, base_weights_sha256=base_weights_sha256)
+
+
+def attach_adapter(model: Any, adapter_dir: str | Path, *, name: str = "default") -> Any:
+    """``model`` with the adapter in ``adapter_dir`` added under ``name``, in eval mode.
+
+    A plain model is wrapped in a ``PeftModel``; a ``PeftModel`` gets one more adapter (switch with
+    ``set_adapter``). Every file is checked first: PEFT would fail with a traceback, or try the Hub
+    for missing weights.
+    """
+    check_adapter_files(adapter_dir)
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(adapter_dir), adapter_name=name)
+        return model.eval()
+    return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name).eval()
+
+
+def random_lora(model: Any, *, rank: int, seed: int) -> Any:
+    """``model`` wrapped with a LoRA of the paper's shape (all linear layers, rank ``rank``, alpha
+    ``2 * rank``) whose weights are random and non-zero, B included: every LoRA matmul is real, so
+    it costs what a trained adapter costs, but says nothing useful."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        target_modules="all-linear",
+        init_lora_weights=False,  # PEFT's default zero B would make the adapter a no-op
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config).eval()
+
+
+def make_random_adapter(
+    base: str, prompt: Prompt, out: str | Path, *, seed: int = 1, rank: int = 4
+) -> Path:
+    """A random adapter directory (``random_lora``) for model ``base`` and ``prompt``, with
+    genpi's metadata (method ``random``): loads, checks and serves like a trained one."""
+    from genpi.models import load_model, resolve_model
+
+    model, _ = load_model(base, dtype="fp32", device="cpu")
+    out = Path(out)
+    random_lora(model, rank=rank, seed=seed).save_pretrained(out)
+    info = AdapterInfo(
+        prompt_fingerprint=prompt.fingerprint,
+        prompt_name=prompt.name,
+        base_model=base,
+        base_weights_sha256=resolve_model(base).provenance.get("weights_sha256"),
+        method="random",
+    )
+    write_adapter_info(out, info, prompt)
+    return out

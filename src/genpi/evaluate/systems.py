@@ -138,24 +138,10 @@ class ModelHost:
                     )
             return
         name = self.adapter_name(system)
-        if not (Path(system.adapter) / "adapter_config.json").exists():
-            from genpi.llm.base import BackendError
+        if self.peft is None or name not in self.peft.peft_config:
+            from genpi.adapter import attach_adapter
 
-            raise BackendError(
-                f"{system.adapter!r} is not an adapter directory (no adapter_config.json)"
-            )
-        from genpi.adapter import check_adapter_files
-
-        # Before PEFT reads it: a missing or cut-off file is one clear error, never a Hub request.
-        check_adapter_files(system.adapter)
-        if self.peft is None:
-            from peft import PeftModel
-
-            self.peft = PeftModel.from_pretrained(
-                self.model, system.adapter, adapter_name=name
-            ).eval()
-        elif name not in self.peft.peft_config:
-            self.peft.load_adapter(system.adapter, adapter_name=name)
+            self.peft = attach_adapter(self.peft or self.model, system.adapter, name=name)
         self.peft.set_adapter(name)
         self.peft.eval()
         yield LocalBackend(self.peft, self.tokenizer, name=system.name, batch_size=self.batch_size)

@@ -64,8 +64,14 @@ class LocalBackend:
         model, tokenizer = load_model(ref, dtype=dtype, device=device)
         name = ref or "smollm2-135m"
         if adapter is not None:
-            _refuse_foreign_adapter(adapter, name, model.genpi_ref)
-            model = attach_adapter(model, adapter)
+            from genpi.adapter import AdapterError, attach_adapter, refuse_foreign_adapter
+
+            weights_sha = model.genpi_ref.provenance.get("weights_sha256")
+            refuse_foreign_adapter(adapter, name, weights_sha)
+            try:
+                model = attach_adapter(model, adapter)
+            except AdapterError as exc:  # not an adapter at all: this backend cannot be built
+                raise BackendError(str(exc)) from None
             name = f"{name}+{Path(adapter).name}"
         return cls(model, tokenizer, name=name, batch_size=batch_size)
 
@@ -249,27 +255,3 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
         ids.update(gen_eos)
     ids.discard(None)
     return ids  # type: ignore[return-value]
-
-
-def _refuse_foreign_adapter(adapter: str | Path, ref: str, resolved: Any) -> None:
-    """A genpi adapter trained on other base weights is refused; plain PEFT adapters pass."""
-    from genpi.adapter import INFO_FILE, check_adapter
-
-    if (Path(adapter) / INFO_FILE).exists():
-        check_adapter(
-            adapter, base_model=ref, base_weights_sha256=resolved.provenance.get("weights_sha256")
-        )
-
-
-def attach_adapter(model: Any, adapter: str | Path) -> Any:
-    """Wrap ``model`` with a PEFT adapter from a directory, with a clear error if it is not one."""
-    from genpi.adapter import check_adapter_files
-
-    adapter = Path(adapter)
-    if not (adapter / "adapter_config.json").exists():
-        raise BackendError(f"{str(adapter)!r} is not an adapter directory (no adapter_config.json)")
-    # Every file checked first: PEFT would fail with a traceback, or try the Hub for the weights.
-    check_adapter_files(adapter)
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(model, str(adapter)).eval()

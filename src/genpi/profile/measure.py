@@ -170,25 +170,13 @@ def make_adapter_models(base: Any, adapter: str | None, lora_rank: int) -> tuple
     """(unmerged PEFT model, merged model, description); a random LoRA of the paper's shape
     (all linear layers, rank ``lora_rank``) when no adapter is given: the cost does not depend on
     the weights' values."""
-    import torch
+    from genpi.adapter import attach_adapter, random_lora
 
     if adapter is not None:
-        from genpi.llm.local import attach_adapter
-
         unmerged = attach_adapter(copy.deepcopy(base), adapter)
         description = f"adapter {adapter}"
     else:
-        from peft import LoraConfig, get_peft_model
-
-        torch.manual_seed(0)
-        config = LoraConfig(
-            r=lora_rank,
-            lora_alpha=2 * lora_rank,
-            target_modules="all-linear",
-            init_lora_weights=False,  # random non-zero B: a real matmul, not a no-op
-            task_type="CAUSAL_LM",
-        )
-        unmerged = get_peft_model(copy.deepcopy(base), config).eval()
+        unmerged = random_lora(copy.deepcopy(base), rank=lora_rank, seed=0)
         description = (
             f"random LoRA adapter, r={lora_rank}, all linear layers (cost only; values irrelevant)"
         )

@@ -578,14 +578,6 @@ def _deliver(request: GenRequest, event: Event) -> None:
         log.debug("request %s: event dropped", request.id, exc_info=True)
 
 
-def _same_ref(model_ref: str, trained_on: str) -> str:
-    """``trained_on`` when both name the same local directory (spelled differently), else the ref."""
-    a, b = Path(model_ref).expanduser(), Path(trained_on).expanduser()
-    if a.is_dir() and b.is_dir() and a.resolve() == b.resolve():
-        return trained_on
-    return model_ref
-
-
 @dataclass
 class LoadedModel:
     """What ``load_engine`` built: the engine plus what the server shows about it."""
@@ -608,7 +600,7 @@ def load_engine(
     prefix_cache_bytes: int = 0,
 ) -> LoadedModel:
     """Load the base model once and every adapter onto it, refusing adapters of another base."""
-    from genpi.adapter import check_adapter, read_adapter_info, read_adapter_prompt
+    from genpi.adapter import attach_adapter, check_adapter, read_adapter_prompt
     from genpi.models import load_model, resolve_model
 
     resolved = resolve_model(model_ref)
@@ -618,25 +610,15 @@ def load_engine(
         prompt = read_adapter_prompt(directory)
         check_adapter(
             directory,
-            base_model=_same_ref(model_ref, read_adapter_info(directory).base_model),
+            base_model=model_ref,
             base_weights_sha256=weights_sha,
             prompt=prompt,
         )
         prompts[name] = prompt
     t0 = time.perf_counter()
     model, tokenizer = load_model(model_ref, dtype=dtype, device=device)
-    if adapters:
-        from peft import PeftModel
-
-        from genpi.adapter import check_adapter_files
-
-        for directory in adapters.values():  # before PEFT: one clear error, never a Hub request
-            check_adapter_files(directory)
-        (first, first_dir), *rest = adapters.items()
-        model = PeftModel.from_pretrained(model, str(first_dir), adapter_name=first)
-        for name, directory in rest:
-            model.load_adapter(str(directory), adapter_name=name)
-        model.eval()
+    for name, directory in adapters.items():
+        model = attach_adapter(model, directory, name=name)
     log.info(
         "loaded %s and %d adapters in %.1fs", model_ref, len(adapters), time.perf_counter() - t0
     )

@@ -1,48 +1,14 @@
-"""Helpers for tests and benchmarks: a random-weight adapter, and a server in a background thread."""
+"""Helpers for tests and benchmarks: a free port, and a server in a background thread.
+
+A random-weight adapter for them is ``genpi.adapter.make_random_adapter``.
+"""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import Any
-
-
-def make_random_adapter(
-    base: str, prompt: Any, out: str | Path, *, seed: int = 1, rank: int = 4
-) -> Path:
-    """A LoRA adapter with random, non-zero weights and genpi's metadata, for ``base`` and ``prompt``.
-
-    It costs what a trained adapter costs to run, but says nothing useful.
-    """
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from genpi.adapter import AdapterInfo, write_adapter_info
-    from genpi.models import load_model, resolve_model
-
-    torch.manual_seed(seed)
-    model, _ = load_model(base, dtype="fp32", device="cpu")
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=2 * rank,
-        target_modules="all-linear",
-        init_lora_weights=False,
-        task_type="CAUSAL_LM",
-    )
-    peft_model = get_peft_model(model, config)
-    out = Path(out)
-    peft_model.save_pretrained(out)
-    info = AdapterInfo(
-        prompt_fingerprint=prompt.fingerprint,
-        prompt_name=prompt.name,
-        base_model=base,
-        base_weights_sha256=resolve_model(base).provenance.get("weights_sha256"),
-        method="random",
-    )
-    write_adapter_info(out, info, prompt)
-    return out
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -9,7 +9,14 @@ import argparse
 import shutil
 from pathlib import Path
 
-from genpi.adapter import INFO_FILE, PROMPT_FILE, AdapterError, check_adapter, read_adapter_info
+from genpi.adapter import (
+    INFO_FILE,
+    PROMPT_FILE,
+    AdapterError,
+    attach_adapter,
+    check_adapter,
+    read_adapter_info,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +42,6 @@ def merge(
     """Write base model + adapter as one model (with tokenizer and the adapter's record)."""
     import json
 
-    from genpi.llm.local import attach_adapter
     from genpi.models import load_model, resolve_model
     from genpi.train.trainer import weights_sha256
 
