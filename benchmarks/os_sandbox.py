@@ -17,11 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from genpi.osbench.agents import OracleAgent
-from genpi.osbench.rootfs import read_stamp
-from genpi.osbench.runner import evaluate
-from genpi.osbench.sandbox import NamespaceSandbox, SandboxFactory, docker_available, ready_rootfs
-from genpi.osbench.task import load_problems
+from genpi.bench.os.agents import OracleAgent
+from genpi.bench.os.rootfs import read_stamp
+from genpi.bench.os.sandbox import NamespaceSandbox, SandboxFactory, docker_available, ready_rootfs
+from genpi.bench.os.task import evaluate, load_problems
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "agentbench" / "os_interaction"
 

@@ -6,14 +6,10 @@ import json
 
 import pytest
 
-from genpi.evaluate.readers import (
-    read_mind2web_action,
-    read_os_action,
-    read_webshop_action,
-    reader_for,
-    reader_name,
-    split_action,
-)
+from genpi.bench.mind2web.reader import read_eval_action as read_mind2web_action
+from genpi.bench.os.reader import read_eval_action as read_os_action
+from genpi.bench.webshop.reader import read_eval_action as read_webshop_action
+from genpi.evaluate.readers import reader_for, reader_name, split_action
 from genpi.prompt import load_prompt
 
 
@@ -94,3 +90,23 @@ def test_no_reader_without_an_action_pattern():
 
     prompt = Prompt(messages=({"role": "system", "content": "Be terse."},), name="terse")
     assert reader_name(prompt) is None and reader_for(prompt) is None
+
+
+def test_eval_reads_os_answers_as_the_harness_does():
+    """One reader: eval's (type, argument) is the harness's action, named by the prompt's verbs."""
+    from genpi.bench.os.reader import read_action
+
+    cases = {
+        "Act: finish": ("commit", None, ("finish", "")),
+        "Act: answer( 220 )": ("commit", " 220 ", ("answer", "220")),
+        "Act: bash\n```bash\n ls\n```": ("bash", " ls", ("bash", "ls")),
+        "Act: answer 4": (None, None, None),
+        # AgentBench does not check that ")" follows "(": the answer is the empty string (which
+        # fails its check); eval used to skip such a line, the harness did not.
+        "Act: answer)(": ("commit", "", ("answer", "")),
+        "Act: bash\n```bash\nls\n```\nAct: answer)(": ("commit", "", ("answer", "")),
+    }
+    for text, (kind, content, eval_action) in cases.items():
+        action = read_action(text)
+        assert (action.kind, action.content) == (kind, content), text
+        assert read_os_action(text) == eval_action, text

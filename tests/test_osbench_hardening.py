@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from genpi.osbench.rootfs import SandboxError
-from genpi.osbench.sandbox import (
+from genpi.bench.os.rootfs import SandboxError
+from genpi.bench.os.sandbox import (
     OUTPUT_HEAD,
     OUTPUT_TAIL,
     Limits,
     NamespaceSandbox,
     stage_base,
 )
-from genpi.osbench.task import Problem, judge
+from genpi.bench.os.task import Problem, judge
 
 FAST = Limits(command_timeout=20.0, disk_bytes=64 << 20, processes=128, memory_bytes=512 << 20)
 FLOOD = 200_000_000  # bytes a hostile command prints, about 200 times what is kept

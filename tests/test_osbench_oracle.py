@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from genpi.osbench.agents import OracleAgent
-from genpi.osbench.runner import evaluate
-from genpi.osbench.sandbox import Limits, SandboxFactory
-from genpi.osbench.task import load_problems, run_episode
+from genpi.bench.os.agents import OracleAgent
+from genpi.bench.os.sandbox import Limits, SandboxFactory
+from genpi.bench.os.task import evaluate, load_problems, run_episode
 
 # Every failure the oracle is allowed, with why (docs/osbench.md repeats these).
 KNOWN_FAILURES = {

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from genpi.osbench.rootfs import SandboxError
-from genpi.osbench.sandbox import (
+from genpi.bench.os.rootfs import SandboxError
+from genpi.bench.os.sandbox import (
     PROC_MASKED,
     Limits,
     NamespaceSandbox,
@@ -189,7 +189,7 @@ def test_memory_hog_is_stopped_at_the_limit(box):
 
 
 def test_subordinate_ranges_for_rootless_use(tmp_path):
-    from genpi.osbench.rootfs import subordinate_range
+    from genpi.bench.os.rootfs import subordinate_range
 
     table = tmp_path / "subuid"
     table.write_text("alice:100000:65536\nbob:165536:1000\ncarol:231072:70000\n")
@@ -215,7 +215,7 @@ def test_a_killed_evaluator_leaves_no_sandbox_running(rootfs):
     from pathlib import Path
 
     script = (
-        "from genpi.osbench.sandbox import NamespaceSandbox\n"
+        "from genpi.bench.os.sandbox import NamespaceSandbox\n"
         f"box = NamespaceSandbox({str(rootfs)!r})\n"
         "box.run('sleep 300 &')\n"
         "print(box._holder.pid, box.dir, ' '.join(str(g) for g in box._cgroups), flush=True)\n"

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from genpi.osbench.agents import OracleAgent
-from genpi.osbench.runner import evaluate, read_upper_bound, summarize
-from genpi.osbench.sandbox import CommandResult
-from genpi.osbench.task import (
+from genpi.bench.core import Outcome, read_upper_bound, summarize
+from genpi.bench.os.agents import OracleAgent
+from genpi.bench.os.reader import read_action
+from genpi.bench.os.sandbox import CommandResult
+from genpi.bench.os.task import (
     EMPTY_OUTPUT,
     OUTPUT_PREFIX,
     TRUNCATION_MARK,
-    Outcome,
     TaskError,
     cut_output,
+    evaluate,
     load_problems,
     parse_problem,
-    read_action,
     run_episode,
 )
 
@@ -202,8 +202,8 @@ def test_summarize_and_bad_upper_bound(tmp_path):
 
 
 def test_llm_agent_views_and_loop(tiny_backend, os_prompt_path):
+    from genpi.bench.core import LLMAgent
     from genpi.llm import SamplingParams
-    from genpi.osbench.agents import LLMAgent
     from genpi.prompt import load_prompt
 
     prompt = load_prompt(os_prompt_path)
@@ -255,7 +255,7 @@ def test_adapter_agent_uses_the_adapters_prompt_without_it(
     import argparse
 
     from genpi.adapter import read_adapter_prompt
-    from genpi.osbench.cli import build_agent
+    from genpi.bench.os.cli import build_agent
 
     args = argparse.Namespace(
         oracle=False, adapter=str(tiny_adapter_dir), prompt=None, data=str(tmp_path),

@@ -48,7 +48,7 @@ from functools import cache
 from pathlib import Path
 from typing import IO
 
-from genpi.osbench.rootfs import (
+from genpi.bench.os.rootfs import (
     UID_COUNT,
     SandboxError,
     expected_uid_base,
@@ -955,7 +955,7 @@ class SandboxFactory:
 def ready_rootfs(build: bool = True) -> tuple[Path | None, str]:
     """The root filesystem when namespace sandboxes can run here (building it if allowed), else
     None and the reason (for tests and benchmarks to skip with)."""
-    from genpi.osbench.rootfs import build_problems, build_rootfs
+    from genpi.bench.os.rootfs import build_problems, build_rootfs
 
     problems = namespace_problems()
     if problems:

@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from genpi.osbench import rootfs
-    from genpi.osbench.sandbox import NamespaceSandbox, docker_available, namespace_problems
+    from genpi.bench.os import rootfs
+    from genpi.bench.os.sandbox import NamespaceSandbox, docker_available, namespace_problems
 
     if args.action == "build":
         spec = rootfs.default_spec()

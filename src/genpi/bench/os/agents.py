@@ -1,12 +1,11 @@
-"""Agents for the OS task: the oracle (proves the harness right) and LLM agents on any backend."""
+"""The OS task's oracle agent: proves the harness right (LLM agents: ``genpi.bench.core.LLMAgent``)."""
 
 from __future__ import annotations
 
 import shlex
-from typing import Any
 
-from genpi.osbench.task import EMPTY_OUTPUT, OUTPUT_PREFIX, Message, Problem
-from genpi.prompt import Prompt
+from genpi.bench.core import Message
+from genpi.bench.os.task import EMPTY_OUTPUT, OUTPUT_PREFIX, Problem
 
 
 def _bash(thought: str, code: str) -> str:
@@ -50,34 +49,3 @@ class OracleAgent:
             answer = _last_output(conversation).strip()
             return f"Think: the example's output is the answer.\n\nAct: answer({answer})"
         return "Think: the example solution is in place.\n\nAct: finish"
-
-
-class LLMAgent:
-    """A model behind any ``genpi.llm`` backend, with the prompt (teacher view) or without it
-    (student view: the bare problem, for the base model or an internalized adapter)."""
-
-    def __init__(
-        self,
-        backend: Any,
-        prompt: Prompt,
-        *,
-        with_prompt: bool = True,
-        params: Any = None,
-    ) -> None:
-        from genpi.llm import SamplingParams
-
-        self.backend = backend
-        self.prompt = prompt
-        self.with_prompt = with_prompt
-        self.params = params or SamplingParams(max_new_tokens=384, temperature=0.0)
-        self.name = f"{getattr(backend, 'name', 'llm')}{'' if with_prompt else ' (no prompt)'}"
-
-    def begin(self, problem: Problem) -> list[Message]:
-        if self.with_prompt:
-            return self.prompt.teacher_messages(problem.description)
-        return self.prompt.student_messages(problem.description)
-
-    def act(self, problem: Problem, conversation: list[Message]) -> str:
-        # Problems run in parallel call this from several threads; a local backend serialises
-        # them itself, an HTTP one serves them concurrently.
-        return self.backend.generate([list(conversation)], self.params)[0].text

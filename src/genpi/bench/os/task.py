@@ -1,4 +1,4 @@
-"""AgentBench's OS-interaction task: its problem layout, the agent loop and its scoring rules.
+"""AgentBench's OS-interaction task: its problem layout, its environment and its scoring rules.
 
 Layout (``--data DIR``): ``DIR/data/<split>.json`` (a list of problems, or JSONL) and
 ``DIR/scripts/<split>/`` (the files that ``{"file": ...}`` script entries name).
@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from genpi.bench import core
+from genpi.bench.core import Agent, Message, Outcome, Step
+from genpi.bench.os.reader import read_action
+from genpi.bench.os.sandbox import Sandbox
 from genpi.errors import GenpiError
-from genpi.osbench.sandbox import Sandbox
 
 MAX_ROUNDS = 8
 OUTPUT_LIMIT = 800
@@ -32,7 +35,6 @@ OUTPUT_PREFIX = "The output of the OS:\n\n"
 EMPTY_OUTPUT = "The output of the OS is empty."
 
 Script = tuple[str, str]  # (language, code)
-Message = dict[str, str]
 
 
 class TaskError(GenpiError, ValueError):
@@ -143,33 +145,7 @@ def load_problems(data_dir: str | Path, split: str | None = None) -> list[Proble
     return problems
 
 
-# -- the agent's side ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Action:
-    kind: str | None  # "bash", "commit" or None (nothing readable)
-    content: str | None = None
-    thought: str = ""
-
-
-def read_action(raw: str) -> Action:
-    """AgentBench's reader: the last ``Act:`` line that names bash, finish or answer(...) wins."""
-    thought = "\n".join(re.findall(r"Think:\s*(.+)", raw))
-    for act in reversed(re.findall(r"Act:\s*(.+)", raw)):
-        head = act.lower()
-        if head.startswith("bash"):
-            blocks = re.findall(r"```bash\n(.*?)\n```", raw, re.DOTALL)
-            return Action("bash", "\n\n".join(blocks), thought)
-        if head.startswith("finish"):
-            return Action("commit", None, thought)
-        if head.startswith("answer"):
-            rest = act[len("answer") :].strip()
-            left, right = rest.find("("), rest.rfind(")")
-            if left == -1 or right == -1:
-                continue  # an unreadable answer: look at an earlier Act: line
-            return Action("commit", rest[left + 1 : right], thought)
-    return Action(None, None, thought)
+# -- the environment: a sandbox with AgentBench's setup, output and scoring rules --------------
 
 
 def cut_output(output: str) -> str:
@@ -180,35 +156,6 @@ def cut_output(output: str) -> str:
 
 def os_message(output: str) -> Message:
     return {"role": "user", "content": OUTPUT_PREFIX + output if output else EMPTY_OUTPUT}
-
-
-class Agent(Protocol):
-    name: str
-
-    def begin(self, problem: Problem) -> list[Message]:
-        """The conversation the episode starts from (prompt, if any, plus the problem)."""
-
-    def act(self, problem: Problem, conversation: list[Message]) -> str:
-        """The agent's next reply."""
-
-
-# -- the episode and its score -------------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    id: str
-    result: bool
-    status: str  # completed | invalid_action | round_limit | error
-    answer: str | None = None
-    rounds: int = 0
-    seconds: float = 0.0
-    startup_seconds: float = 0.0
-    error: str | None = None
-    checks: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def judge(problem: Problem, answer: str | None, sandbox: Sandbox) -> tuple[bool, list[dict]]:
@@ -235,6 +182,43 @@ def judge(problem: Problem, answer: str | None, sandbox: Sandbox) -> tuple[bool,
     return True, trail
 
 
+class OsEnvironment:
+    """One problem's machine: ``reset`` runs its setup, ``step`` its bash actions, ``judge`` its
+    checks (in the same sandbox, after the agent, as AgentBench)."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+
+    @property
+    def startup_seconds(self) -> float:
+        return self.sandbox.startup_seconds
+
+    def reset(self, problem: Problem, log: list[dict[str, Any]]) -> None:
+        for language, code in problem.init:
+            done = self.sandbox.exec_script(language, code)
+            log.append({"event": "init", "exit": done.exit_code, "output": done.output[-400:]})
+        if problem.start is not None:
+            done = self.sandbox.run(problem.start[1])
+            log.append({"event": "start", "exit": done.exit_code, "output": done.output[-400:]})
+
+    def step(self, problem: Problem, reply: str, log: list[dict[str, Any]]) -> Step:
+        action = read_action(reply)
+        if action.kind is None:
+            return Step(status="invalid_action")
+        if action.kind == "commit":
+            return Step(status="completed", answer=action.content)
+        done = self.sandbox.run(action.content or "")
+        log.append({"event": "bash", "exit": done.exit_code, "timed_out": done.timed_out,
+                    "restarted": done.restarted, "seconds": round(done.seconds, 3)})  # fmt: skip
+        return Step(observation=os_message(cut_output(done.output)))
+
+    def judge(self, problem: Problem, answer: str | None) -> tuple[bool, list[dict[str, Any]]]:
+        return judge(problem, answer, self.sandbox)
+
+    def close(self) -> None:
+        self.sandbox.close()
+
+
 def run_episode(
     problem: Problem,
     agent: Agent,
@@ -243,48 +227,22 @@ def run_episode(
     max_rounds: int = MAX_ROUNDS,
     transcript: list[dict[str, Any]] | None = None,
 ) -> Outcome:
-    """Set the machine up, let the agent act for at most ``max_rounds``, and score it."""
-    start = time.monotonic()
-    log = transcript if transcript is not None else []
-    for language, code in problem.init:
-        done = sandbox.exec_script(language, code)
-        log.append({"event": "init", "exit": done.exit_code, "output": done.output[-400:]})
-    if problem.start is not None:
-        done = sandbox.run(problem.start[1])
-        log.append({"event": "start", "exit": done.exit_code, "output": done.output[-400:]})
-    conversation = agent.begin(problem)
-    log.extend({"event": "message", **m} for m in conversation)
-    answer: str | None = None
-    status = "round_limit"
-    rounds = 0
-    while rounds < max_rounds:
-        rounds += 1
-        reply = agent.act(problem, conversation)
-        conversation.append({"role": "assistant", "content": reply})
-        log.append({"event": "message", "role": "assistant", "content": reply})
-        action = read_action(reply)
-        if action.kind is None:
-            status = "invalid_action"
-            break
-        if action.kind == "commit":
-            answer, status = action.content, "completed"
-            break
-        done = sandbox.run(action.content or "")
-        log.append({"event": "bash", "exit": done.exit_code, "timed_out": done.timed_out,
-                    "restarted": done.restarted, "seconds": round(done.seconds, 3)})  # fmt: skip
-        message = os_message(cut_output(done.output))
-        conversation.append(message)
-        log.append({"event": "message", **message})
-    result, checks = (False, [])
-    if status == "completed":
-        result, checks = judge(problem, answer, sandbox)
-    return Outcome(
-        id=problem.id,
-        result=result,
-        status=status,
-        answer=answer,
-        rounds=rounds,
-        seconds=round(time.monotonic() - start, 3),
-        startup_seconds=round(sandbox.startup_seconds, 3),
-        checks=checks,
-    )
+    """One problem in ``sandbox``: set it up, at most ``max_rounds`` of the agent, the score."""
+    env = OsEnvironment(sandbox)
+    return core.run_episode(problem, agent, env, max_rounds=max_rounds, transcript=transcript)
+
+
+def evaluate(
+    problems: list[Problem],
+    agent: Agent,
+    open_sandbox: Callable[[], Sandbox],
+    *,
+    max_rounds: int = MAX_ROUNDS,
+    **options: Any,
+) -> dict[str, Any]:
+    """:func:`genpi.bench.core.evaluate` with a fresh sandbox per problem (``open_sandbox()``)."""
+
+    def open_env() -> OsEnvironment:
+        return OsEnvironment(open_sandbox())
+
+    return core.evaluate(problems, agent, open_env, max_rounds=max_rounds, **options)
