@@ -123,7 +123,7 @@ def test_cli_gives_one_line_for_a_mistyped_prompt(tmp_path, capsys):
 
 
 def test_atomic_json_write_leaves_no_empty_tmp_when_serialising_fails(tmp_path):
-    from genpi.synth.rundir import write_json_atomic
+    from genpi.data import write_json_atomic
 
     path = tmp_path / "manifest.json"
     write_json_atomic(path, {"stage": 1})

@@ -83,3 +83,22 @@ def test_hand_made_run_dir_loads_through_genpi_data(tmp_path, example_prompt_pat
     assert [e.id for e in train] == ["x000", "x001", "x002", "x003"]
     assert all(e.reason and e.teacher_output and e.student_output for e in train)
     assert [e.id for e in load_examples(run, split="heldout")] == ["held"]
+
+
+def test_every_reader_refuses_a_broken_manifest_with_the_fix(tmp_path, example_prompt_path):
+    """Training read manifest.json by hand and crashed with a JSON traceback; the one read side
+    (genpi.data.read_manifest) answers every verb with the file and what to do."""
+    import pytest
+
+    from genpi.data import RunDirError
+    from genpi.evaluate.cli import refuse_another_prompt
+    from genpi.prompt import load_prompt
+    from genpi.train.trainer import read_run
+
+    prompt = load_prompt(example_prompt_path)
+    prompt.save(tmp_path / "prompt.json")
+    (tmp_path / "manifest.json").write_text('{"prompt_fingerprint": ')
+    with pytest.raises(RunDirError, match="manifest.json' is not valid JSON: fix or restore it"):
+        read_run(tmp_path)
+    with pytest.raises(RunDirError, match="evaluate into another run directory"):
+        refuse_another_prompt(tmp_path, prompt)

@@ -12,17 +12,30 @@ A run directory (``genpi synth --out RUN_DIR``) holds one JSONL file per stage:
 - ``manifest.json``       models, settings, counts, the prompt fingerprint; ``prompt.json`` beside.
 
 Records are joined by ``id`` (one id per pseudo input).
+
+``genpi.synth.rundir`` writes a run directory; everything else reads it through this module
+(``load_examples``, ``read_manifest``, ``read_run_prompt``). Every whole-file write in genpi goes
+through ``write_atomic``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genpi.errors import GenpiError
 from genpi.prompt import Message, Prompt
+
+MANIFEST = "manifest.json"
+PROMPT_FILE = "prompt.json"
+
+
+class RunDirError(GenpiError):
+    """A run directory that cannot be used as asked; the message says why and what to do."""
 
 
 def split_of(record_id: str, heldout_fraction: float) -> str:
@@ -57,6 +70,57 @@ def model_from_manifest(manifest: dict[str, Any]) -> str | None:
     if not isinstance(ref, str) or "://" in ref:
         return None
     return ref.removeprefix("vllm:")
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` through a temporary file, fsync and a rename, so a crash never leaves half a
+    file (readers see the old content or the new, never a mix); the parent is created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # an interrupted write must not leave a stray ``.tmp`` behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """``write_atomic`` of ``data`` as indented JSON."""
+    # Serialised before the temporary file exists: data that cannot be written (or that runs out
+    # of memory) must not leave an empty ``.tmp`` behind.
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_manifest(
+    run_dir: str | Path, *, remedy: str = "fix or restore it"
+) -> dict[str, Any] | None:
+    """A run directory's ``manifest.json`` (None when there is none); a file that is not a JSON
+    object is a ``RunDirError`` that ends with ``remedy`` (what the caller's user can do)."""
+    path = Path(run_dir) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):  # JSONDecodeError is a ValueError
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise RunDirError(f"{str(path)!r} is not valid JSON: {remedy}")
+    return manifest
+
+
+def read_run_prompt(run_dir: str | Path) -> Prompt | None:
+    """The prompt a run directory was made for (its ``prompt.json``), None when it has none."""
+    path = Path(run_dir) / PROMPT_FILE
+    if not path.exists():
+        return None
+    from genpi.prompt import load_prompt
+
+    return load_prompt(path)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genpi.data import write_atomic
 from genpi.errors import GenpiError
 from genpi.evaluate import metrics
 from genpi.evaluate.readers import Action, reader_for, reader_name
@@ -131,19 +132,18 @@ def default_model(run_dir: Path, adapters: Sequence[Path]) -> str:
             return read_adapter_info(adapter).base_model
         except GenpiError:
             continue
-    from genpi.data import model_from_manifest
+    from genpi.data import model_from_manifest, read_manifest
 
-    path = run_dir / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.exists() else {}
-    return model_from_manifest(manifest) or DEFAULT_MODEL
+    return model_from_manifest(read_manifest(run_dir) or {}) or DEFAULT_MODEL
 
 
 def default_prompt(run_dir: Path, adapters: Sequence[Path]) -> Prompt:
     from genpi.adapter import read_adapter_prompt
-    from genpi.prompt import load_prompt
+    from genpi.data import read_run_prompt
 
-    if (run_dir / "prompt.json").exists():
-        return load_prompt(run_dir / "prompt.json")
+    own = read_run_prompt(run_dir)
+    if own is not None:
+        return own
     for adapter in adapters:
         try:
             return read_adapter_prompt(adapter)
@@ -155,23 +155,16 @@ def default_prompt(run_dir: Path, adapters: Sequence[Path]) -> Prompt:
 def refuse_another_prompt(run_dir: Path, prompt: Prompt) -> None:
     """Refuse a --prompt that is not the run's, as synth does: the run's cached teacher answers
     (``eval/<set>/upper_bound.json``) and its adapters belong to the run's prompt."""
-    from genpi.prompt import load_prompt
-    from genpi.synth.rundir import MANIFEST, PROMPT_FILE, prompt_mismatch
+    from genpi.data import read_manifest, read_run_prompt
+    from genpi.synth.rundir import prompt_mismatch
 
-    recorded: dict[str, Any] = {}
-    manifest_path = run_dir / MANIFEST
-    if manifest_path.exists():
-        try:
-            recorded = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise EvalError(
-                f"{str(manifest_path)!r} is not valid JSON: fix or restore it, or evaluate "
-                "into another run directory"
-            ) from None
-    if not isinstance(recorded, dict) or not recorded.get("prompt_fingerprint"):
+    recorded = read_manifest(
+        run_dir, remedy="fix or restore it, or evaluate into another run directory"
+    )
+    if not recorded or not recorded.get("prompt_fingerprint"):
         recorded = {}
-        if (run_dir / PROMPT_FILE).exists():  # a run made by hand: prompt.json is its prompt
-            own = load_prompt(run_dir / PROMPT_FILE)
+        own = read_run_prompt(run_dir)  # a run made by hand: prompt.json is its prompt
+        if own is not None:
             recorded = {"prompt_name": own.name, "prompt_fingerprint": own.fingerprint}
     mismatch = prompt_mismatch(recorded, prompt) if recorded else None
     if mismatch is not None:
@@ -194,13 +187,6 @@ def _adapter_stamp(adapter: str | None) -> Any:
         return None
     weights = sorted(Path(adapter).glob("adapter_model.*"))
     return [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def run_system(
@@ -255,7 +241,7 @@ def run_system(
     for rec in records:
         rec["seconds"] = seconds / max(len(records), 1)
     if cache_path is not None:
-        _atomic_write(
+        write_atomic(
             cache_path,
             json.dumps({"key": cache_key, "records": records}, ensure_ascii=False) + "\n",
         )
@@ -367,10 +353,10 @@ def evaluate_set(
         "compression": compression_info or {},
         "systems": summary_systems,
     }
-    _atomic_write(
+    write_atomic(
         out_dir / f"{set_name}.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
     )
-    _atomic_write(
+    write_atomic(
         out_dir / f"{set_name}.answers.jsonl",
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in answer_rows),
     )

@@ -135,11 +135,9 @@ def compress_prompt(
         }
         results[rate] = record
         if cache is not None:
-            cache.mkdir(parents=True, exist_ok=True)
-            path = cache / f"{prompt.fingerprint[:16]}-{rate:g}.json"
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-            tmp.replace(path)
+            from genpi.data import write_json_atomic
+
+            write_json_atomic(cache / f"{prompt.fingerprint[:16]}-{rate:g}.json", record)
     return results
 
 

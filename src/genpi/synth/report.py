@@ -9,9 +9,10 @@ import random
 from itertools import pairwise
 from typing import Any
 
+from genpi.data import write_json_atomic
 from genpi.prompt import Prompt
 from genpi.synth.conversations import episode_ends
-from genpi.synth.rundir import REPORT_FILE, RunDir, write_json_atomic
+from genpi.synth.rundir import REPORT_FILE, RunDir
 
 
 def gold_turns(prompt: Prompt) -> float | None:

@@ -16,21 +16,22 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from genpi.data import read_jsonl
-from genpi.errors import GenpiError
+# The run directory's names, error and read side live in genpi.data (every reader uses them).
+from genpi.data import (
+    MANIFEST,
+    PROMPT_FILE,
+    RunDirError,
+    read_jsonl,
+    read_manifest,
+    write_json_atomic,
+)
 from genpi.prompt import Prompt
 
 STAGES = ("inputs", "conversations", "outputs", "reasons")
-MANIFEST = "manifest.json"
-PROMPT_FILE = "prompt.json"
 REPORT_FILE = "report.json"
 # Stage 1's ledger: one line per batch (its counts, the records it kept, the items it dropped),
 # written before the batch's records, so the stage's counts are read from durable lines.
 INPUTS_LOG = "inputs.log.jsonl"
-
-
-class RunDirError(GenpiError):
-    """A run directory that cannot be used as asked; the message says why and what to do."""
 
 
 def stage_path(run_dir: Path, stage: str) -> Path:
@@ -89,23 +90,6 @@ class StageWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
-    # Serialise before the temporary file exists: data that cannot be written (or that runs out
-    # of memory) must not leave an empty ``.tmp`` behind.
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def prompt_mismatch(manifest: dict[str, Any], prompt: Prompt) -> str | None:
@@ -202,15 +186,7 @@ class RunDir:
 
     # -- manifest -----------------------------------------------------------------------------
     def read_manifest(self) -> dict[str, Any] | None:
-        path = self.path / MANIFEST
-        if not path.exists():
-            return None
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            raise RunDirError(
-                f"{str(path)!r} is not valid JSON: fix or delete it, or pass --force to start over"
-            ) from None
+        return read_manifest(self.path, remedy="fix or delete it, or pass --force to start over")
 
     def update_manifest(self, stage: str, stats: dict[str, Any]) -> None:
         """Record a stage's statistics and every stage file's record count."""

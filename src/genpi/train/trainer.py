@@ -25,10 +25,17 @@ from typing import Any
 
 from genpi.adapter import INFO_FILE, AdapterInfo, write_adapter_info
 from genpi.context import check_prompt_fits
-from genpi.data import Example, load_examples, model_from_manifest, read_jsonl
+from genpi.data import (
+    Example,
+    load_examples,
+    model_from_manifest,
+    read_jsonl,
+    read_manifest,
+    read_run_prompt,
+)
 from genpi.errors import GenpiError
 from genpi.models import DEFAULT_MODEL, resolve_model, sha256_file
-from genpi.prompt import Prompt, load_prompt
+from genpi.prompt import Prompt
 from genpi.train.config import TrainConfig
 from genpi.train.datasets import Collator, build_items, describe_report
 from genpi.train.methods import Method, get_method
@@ -46,13 +53,12 @@ CHECKPOINTS = "checkpoints"
 # -- the run directory -------------------------------------------------------------------------
 def read_run(run_dir: Path) -> tuple[Prompt, dict[str, Any]]:
     """The run's prompt and manifest; refuse a prompt that is not the one the data was made for."""
-    if not (run_dir / "prompt.json").exists():
+    prompt = read_run_prompt(run_dir)
+    if prompt is None:
         raise GenpiError(
             f"{str(run_dir)!r} has no prompt.json: run `genpi synth PROMPT --out {run_dir}` first"
         )
-    prompt = load_prompt(run_dir / "prompt.json")
-    manifest_path = run_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest = read_manifest(run_dir) or {}
     recorded = manifest.get("prompt_fingerprint")
     if recorded and recorded != prompt.fingerprint:
         raise GenpiError(
