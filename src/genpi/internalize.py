@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,13 @@ DEFAULT_METHODS = ("genpi", "sft")
 
 @dataclass
 class Preset:
-    """What a preset changes in each stage's config (everything else: that stage's defaults)."""
+    """A preset of the whole recipe: one named preset per stage (each stage defines its presets
+    once: ``genpi.synth.config.PRESETS``, ``genpi.train.config.PRESETS``), plus what only this
+    recipe decides: which methods to train, the evaluation's generation cap, the compression
+    rates."""
 
-    synth: dict[str, Any] = field(default_factory=dict)
+    synth_preset: str = "paper"
     train_preset: str = "paper"
-    train: dict[str, Any] = field(default_factory=dict)
     methods: tuple[str, ...] = DEFAULT_METHODS
     eval_max_new_tokens: int = 256
     compression: tuple[float, ...] = (0.9, 0.7, 0.3)
@@ -38,17 +40,8 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(methods=("genpi", "sft", "prepend", "kld")),
     # The CPU demo (make demo): small counts so the whole run fits in ~15 minutes on 2 cores.
     "quick": Preset(
-        synth={
-            "n": 16,
-            "heldout_fraction": 0.25,
-            "max_turns": 2,
-            "agent_max_new_tokens": 64,
-            "env_max_new_tokens": 48,
-            "output_max_new_tokens": 64,
-            "reason_max_new_tokens": 64,
-        },
-        train_preset="quick",
-        train={"max_steps": 12},
+        synth_preset="demo",
+        train_preset="demo",
         methods=("genpi", "sft"),
         eval_max_new_tokens=64,
         compression=(0.5,),
@@ -176,7 +169,7 @@ def _plan(
     from genpi.train.trainer import adapter_dir, is_finished
 
     preset = PRESETS[preset_name]
-    overrides = dict(preset.train)
+    overrides = {}
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
     done = len(load_examples(out)) if (out / "inputs.jsonl").exists() else 0
@@ -251,7 +244,7 @@ def print_bill(
     if too_long_here(device, estimate.total) and args.preset != "quick":
         from genpi.synth.config import SynthConfig
 
-        quick_synth = SynthConfig.preset("quick", **PRESETS["quick"].synth)
+        quick_synth = SynthConfig.preset(PRESETS["quick"].synth_preset)
         quick = _plan(args, "quick", quick_synth, methods, rates, *lengths)
         print(
             f"That is {human(estimate.total)} on a CPU. `--preset quick` would take about "
@@ -288,7 +281,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"\n== {title} ({time.monotonic() - started:.0f} s)", flush=True)
 
     stage(f"1/4 synthesis: {prompt.name!r} on {model_ref}")
-    synth_settings = dict(preset.synth)
+    synth_settings: dict[str, Any] = {}
     for key in ("n", "max_turns"):
         if getattr(args, key) is not None:
             synth_settings[key] = getattr(args, key)
@@ -297,7 +290,7 @@ def main(args: argparse.Namespace) -> int:
             synth_settings[f"{key}_max_new_tokens"] = args.max_new_tokens
     if getattr(args, "no_teacher_check", False):
         synth_settings["teacher_check"] = False
-    synth_config = SynthConfig.preset(args.preset, **synth_settings)
+    synth_config = SynthConfig.preset(preset.synth_preset, **synth_settings)
     # Before hours of work: a prompt the target model (or a local generator) cannot hold.
     check_context(prompt, model_ref, generator_ref, synth_config, model=True, generator=True)
     model_backend = load_backend(model_ref)
@@ -333,7 +326,7 @@ def main(args: argparse.Namespace) -> int:
     runs = [(method, seed) for method in methods for seed in seeds]
     for i, (method, seed) in enumerate(runs, 1):
         stage(f"2/4 training {i}/{len(runs)}: {method}" + (f" (seed {seed})" if seed else ""))
-        overrides = {**preset.train, "seed": seed}
+        overrides: dict[str, Any] = {"seed": seed}
         if args.max_steps is not None:
             overrides["max_steps"] = args.max_steps
         config = make_config(preset.train_preset, **overrides)

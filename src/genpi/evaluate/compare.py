@@ -27,6 +27,7 @@ import numpy as np
 from genpi.errors import GenpiError
 from genpi.evaluate import spread
 from genpi.evaluate.metrics import HIGHER_IS_BETTER, METRICS, normalise_scores
+from genpi.train.methods import ablations
 
 LABELS = {
     "format": "format",
@@ -41,15 +42,9 @@ GAP_CLOSED = "gap_closed"
 COLUMNS = (*METRICS, GAP_CLOSED)
 BETTER_HIGH = {**HIGHER_IS_BETTER, GAP_CLOSED: True}
 NOISE = "≈"  # the Markdown mark of a cell within noise of its column's best
-ABLATIONS = (
-    "genpi",
-    "genpi-no-reason",
-    "genpi-no-prompt",
-    "genpi-r-given-p",
-    "genpi-p-given-r",
-    "pg",
-    "sft",
-)
+# The ablation table's methods and order come from the method registry (Method.ablation_row).
+ABLATIONS = tuple(ablations())
+# genpi and sft are trained by every default run: they alone do not make an ablation table.
 ABLATION_ONLY = set(ABLATIONS) - {"genpi", "sft"}
 
 

@@ -20,6 +20,8 @@ STAGE_CHOICES = ("all", "inputs", "conversations", "outputs", "reasons", "report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from genpi.synth.config import PRESETS
+
     parser.add_argument(
         "stage",
         nargs="?",
@@ -37,9 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--preset",
-        choices=("paper", "quick"),
+        choices=list(PRESETS),
         default=None,
-        help="defaults to start from (default: the run directory's recorded settings, else paper)",
+        help="defaults to start from: paper, quick (a CPU demo) or demo (internalize's quick) "
+        "(default: the run directory's recorded settings, else paper)",
     )
     parser.add_argument("--n", type=int, default=None, help="pseudo inputs to keep (paper: 1000)")
     parser.add_argument(

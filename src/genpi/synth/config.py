@@ -1,4 +1,9 @@
-"""Every setting of ``genpi synth`` in one dataclass, with the paper's defaults and a CPU preset."""
+"""Every setting of ``genpi synth`` in one dataclass, with the paper's defaults and named presets.
+
+A preset is a few fields changed from the defaults (``PRESETS``, the one place presets are
+defined); ``genpi synth --preset NAME`` and ``genpi internalize`` (which names one preset per
+stage) both read it.
+"""
 
 from __future__ import annotations
 
@@ -51,27 +56,16 @@ class SynthConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> SynthConfig:
-        """A CPU demo: few inputs, short generations, short conversations."""
-        settings: dict[str, Any] = dict(
-            n=16,
-            num_gen_once=8,
-            input_max_new_tokens=384,
-            max_turns=3,
-            agent_max_new_tokens=96,
-            env_max_new_tokens=64,
-            output_max_new_tokens=96,
-            reason_max_new_tokens=128,
-        )
-        settings.update(overrides)
-        return cls(**settings)
+        """The ``quick`` preset (a CPU demo), with ``overrides`` on top."""
+        return cls.preset("quick", **overrides)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> SynthConfig:
-        if name == "quick":
-            return cls.quick(**overrides)
-        if name == "paper":
-            return cls(**overrides)
-        raise ValueError(f"unknown preset {name!r}; use 'paper' or 'quick'")
+        """A named preset of ``PRESETS`` (the paper's defaults with a few fields changed), with
+        ``overrides`` on top."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
 
     def turn_limit(self, prompt_max_turns: int | None) -> int:
         return self.max_turns or prompt_max_turns or DEFAULT_MAX_TURNS
@@ -85,3 +79,32 @@ class SynthConfig:
         d = dataclasses.asdict(self)
         d.pop("progress")
         return d
+
+
+# A CPU demo: few inputs, short generations, short conversations.
+_QUICK: dict[str, Any] = {
+    "n": 16,
+    "num_gen_once": 8,
+    "input_max_new_tokens": 384,
+    "max_turns": 3,
+    "agent_max_new_tokens": 96,
+    "env_max_new_tokens": 64,
+    "output_max_new_tokens": 96,
+    "reason_max_new_tokens": 128,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "quick": _QUICK,
+    # `genpi internalize --preset quick` (make demo): quick with two turns, 64-token caps and a
+    # quarter held out, so that all four stages fit ~15 minutes on 2 cores (README's demo figures).
+    "demo": {
+        **_QUICK,
+        "heldout_fraction": 0.25,
+        "max_turns": 2,
+        "agent_max_new_tokens": 64,
+        "env_max_new_tokens": 48,
+        "output_max_new_tokens": 64,
+        "reason_max_new_tokens": 64,
+    },
+}

@@ -23,51 +23,76 @@ class ConfigError(GenpiError, ValueError):
     pass
 
 
+def option(default: Any, help: str, *, flag: str | None = None, kind: type | None = None) -> Any:
+    """A config field that is also a ``genpi train`` flag: the field carries its help (and the
+    flag's name when it is not ``--field-name``, the value's type when the default is None), so
+    the CLI is built from the dataclass and no second table restates the defaults."""
+    return field(default=default, metadata={"help": help, "flag": flag, "kind": kind})
+
+
 @dataclass
 class TrainConfig:
     # -- objective --------------------------------------------------------------------------
-    lam: float = 0.7  # joint loss: lam * L_SFT + (1 - lam) * L_PG
-    kd_mix: float = 0.5  # seqkd-kld: kd_mix * NLL + (1 - kd_mix) * KL
-    prepend_prob: float = 1.0  # prepend: probability that an example keeps the prompt in its input
-    kl_temperature: float = 1.0  # kld / seqkd-kld: softmax temperature of teacher and student
+    lam: float = option(0.7, "weight of L_SFT in the joint loss (paper: 0.7)")
+    kd_mix: float = option(0.5, "seqkd-kld: weight of the NLL term")
+    prepend_prob: float = option(1.0, "prepend: probability of keeping the prompt (1.0 or 0.5)")
+    kl_temperature: float = option(1.0, "kld/seqkd-kld: softmax temperature")
     # -- adapter ----------------------------------------------------------------------------
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_r: int = option(16, "LoRA rank")
+    lora_alpha: int = option(32, "LoRA alpha")
+    lora_dropout: float = option(0.05, "LoRA dropout")
     target_modules: str | list[str] = "all-linear"
-    num_virtual_tokens: int = 128  # soft-prompt
-    full: bool = False  # full fine-tuning (seqkd, seqkd-kld): saves a whole model, not an adapter
+    num_virtual_tokens: int = option(128, "soft-prompt: virtual tokens")
+    # Full fine-tuning (seqkd, seqkd-kld, kld): saves a whole model, not an adapter.
+    full: bool = option(False, "full fine-tuning (seqkd, seqkd-kld, kld): writes a whole model")
     # -- optimisation -----------------------------------------------------------------------
-    learning_rate: float = 1e-4
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
-    effective_batch: int = 32  # per_device_batch * grad_accum * processes
-    per_device_batch: int = 4
-    epochs: float = 10.0
-    max_steps: int = -1  # > 0 overrides epochs
-    max_grad_norm: float = 1.0
+    learning_rate: float = option(1e-4, "peak learning rate", flag="--lr")
+    lr_scheduler: str = option(
+        "cosine", "learning-rate schedule (transformers name)", flag="--scheduler"
+    )
+    warmup_ratio: float = option(0.03, "fraction of steps spent warming up")
+    effective_batch: int = option(32, "sequences per optimizer step, all processes")
+    per_device_batch: int = option(4, "sequences per forward pass per device", flag="--batch")
+    epochs: float = option(10.0, "passes over the data")
+    max_steps: int = option(-1, "stop after this many optimizer steps (overrides --epochs)")
+    max_grad_norm: float = option(1.0, "gradient-norm clipping")
     weight_decay: float = 0.0
-    seed: int = 0
+    seed: int = option(
+        0,
+        "random seed (adapter init, data order, sampling); seed N other than 0 goes to "
+        "RUN_DIR/adapters/METHOD-seedN, so seeds of one method sit side by side",
+    )
     # -- data -------------------------------------------------------------------------------
-    max_length: int | None = None  # None: the longest sequence of the run (nothing is cut)
-    overlong: str = "drop"  # what to do with sequences over max_length: drop | error
+    # None: the longest sequence of the run (nothing is cut).
+    max_length: int | None = option(
+        None, "longest sequence to train on (default: the run's longest)", kind=int
+    )
+    overlong: str = option("drop", "sequences over --max-length: drop (counted) or error")
     # Batch items of similar length (random pools sorted by length, batches in random order), so
     # that padding is small. Changes the order of the data, not the objective.
-    group_by_length: bool = True
+    group_by_length: bool = option(
+        True,
+        "batch items of similar length so that padding is small (default: on); "
+        "--no-group-by-length keeps random batches",
+    )
     # -- precision and memory ---------------------------------------------------------------
-    dtype: str = "auto"  # auto: bf16 on CUDA and bf16-capable CPUs, else fp32
-    load_in_4bit: str = "auto"  # auto: NF4 + double quantisation when CUDA and bitsandbytes
-    gradient_checkpointing: bool = False
+    # auto: bf16 on CUDA and bf16-capable CPUs, else fp32.
+    dtype: str = option("auto", "auto, bf16, fp32 or fp16")
+    # auto: NF4 + double quantisation when CUDA and bitsandbytes.
+    load_in_4bit: str = option("auto", "auto (CUDA + bitsandbytes), yes or no")
+    gradient_checkpointing: bool = option(False, "trade compute for memory")
     # -- bookkeeping ------------------------------------------------------------------------
-    logging_steps: int = 1
-    save_steps: int = 50  # checkpoint interval (resume point after an interruption)
+    logging_steps: int = option(1, "log losses every N steps")
+    save_steps: int = option(50, "checkpoint every N steps (resume point)")
     # Also checkpoint after this many minutes of training since the last checkpoint: with slow
     # steps (a CPU, long PG targets) save_steps alone can leave a long run with nothing saved.
-    # 0 checkpoints by steps only.
-    save_every_minutes: float = 10.0
+    save_every_minutes: float = option(
+        10.0,
+        "also checkpoint after this many minutes of training since the last checkpoint, so a "
+        "killed run loses at most that (0: by steps only)",
+    )
     save_total_limit: int = 2
     preset: str = "paper"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def grad_accum(self, processes: int = 1) -> int:
         per_step = self.per_device_batch * processes
@@ -139,6 +164,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "save_steps": 10,
     },
 }
+# `genpi internalize --preset quick` (make demo): quick cut to 12 steps, so that two methods train
+# within the demo's ~15 minutes on 2 cores (the README's demo figures were measured with it).
+PRESETS["demo"] = {**PRESETS["quick"], "max_steps": 12}
 
 
 def make_config(preset: str = "paper", **overrides: Any) -> TrainConfig:

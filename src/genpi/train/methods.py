@@ -42,8 +42,13 @@ class Method:
     mix: Mixer
     tuning: str = "lora"  # lora | prompt-tuning; --full switches lora methods that allow it
     allows_full: bool = False
-    paper_row: str = ""
-    flags: tuple[str, ...] = field(default=())  # config fields the method reads
+    paper_row: str = ""  # the paper's name for it (listed by `genpi train --help`)
+    # Method-specific config fields it reads: `genpi train` warns when one of another method's
+    # fields is given, since this method would ignore it.
+    flags: tuple[str, ...] = field(default=())
+    # Its row in the ablation table of `genpi compare` (the paper's Tables 2-3); None: not an
+    # ablation.
+    ablation_row: int | None = None
     # Whether its sequences hold the prompt (PG targets, the teacher's view): then the prompt
     # must fit the model's context, which training checks before it tokenizes anything.
     holds_prompt: bool = False
@@ -145,7 +150,9 @@ def only(term: str) -> Mixer:
 SFT_PG = {"sft": ("nll", "sft"), "pg": ("nll", "pg")}
 
 
-def _genpi_variant(name: str, summary: str, layout: PGLayout, row: str) -> Method:
+def _genpi_variant(
+    name: str, summary: str, layout: PGLayout, row: str, ablation_row: int
+) -> Method:
     return Method(
         name,
         summary,
@@ -155,6 +162,7 @@ def _genpi_variant(name: str, summary: str, layout: PGLayout, row: str) -> Metho
         paper_row=row,
         flags=("lam",),
         holds_prompt="prompt" in layout.required(),
+        ablation_row=ablation_row,
     )
 
 
@@ -166,6 +174,7 @@ METHODS: dict[str, Method] = {
             "lam * L_SFT + (1 - lam) * L_PG; PG target = prompt then reason",
             PGLayout(("prompt", "reason")),
             "GenPI",
+            0,
         ),
         Method(
             "sft",
@@ -174,6 +183,7 @@ METHODS: dict[str, Method] = {
             {"sft": ("nll", "sft")},
             only("sft"),
             paper_row="GenPI w/o L_PG",
+            ablation_row=6,
         ),
         Method(
             "pg",
@@ -182,6 +192,7 @@ METHODS: dict[str, Method] = {
             {"pg": ("nll", "pg")},
             only("pg"),
             paper_row="GenPI w/o L_SFT",
+            ablation_row=5,
             holds_prompt=True,
         ),
         _genpi_variant(
@@ -189,24 +200,28 @@ METHODS: dict[str, Method] = {
             "GenPI; PG target is the prompt alone",
             PGLayout(("prompt",)),
             "Table 2: w/o reason",
+            1,
         ),
         _genpi_variant(
             "genpi-no-prompt",
             "GenPI; PG target is the reason alone",
             PGLayout(("reason",)),
             "Table 2: w/o prompt",
+            2,
         ),
         _genpi_variant(
             "genpi-r-given-p",
             "GenPI; PG learns P(r | p, x, y): the prompt is in the input",
             PGLayout(("reason",), given=("prompt",)),
             "Table 3: P(r|p,x,y)",
+            3,
         ),
         _genpi_variant(
             "genpi-p-given-r",
             "GenPI; PG learns P(p | x, y, r): the reason is in the input",
             PGLayout(("prompt",), given=("reason",)),
             "Table 3: P(p|x,y,r)",
+            4,
         ),
         Method(
             "prepend",
@@ -269,3 +284,14 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise GenpiError(f"unknown method {name!r}; use one of {', '.join(METHODS)}")
     return METHODS[name]
+
+
+def ablations() -> list[str]:
+    """The methods of the ablation table (the paper's Tables 2-3), in its row order."""
+    rows = [m for m in METHODS.values() if m.ablation_row is not None]
+    return [m.name for m in sorted(rows, key=lambda m: m.ablation_row or 0)]
+
+
+def full_tuning_methods() -> list[str]:
+    """The methods that ``--full`` (full fine-tuning) applies to."""
+    return [m.name for m in METHODS.values() if m.allows_full]
