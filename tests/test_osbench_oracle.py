@@ -10,7 +10,7 @@ from genpi.bench.os.agents import OracleAgent
 from genpi.bench.os.sandbox import Limits, SandboxFactory
 from genpi.bench.os.task import evaluate, load_problems, run_episode
 
-# Every failure the oracle is allowed, with why (docs/osbench.md repeats these).
+# Every failure the oracle is allowed, with why (docs/bench.md repeats these).
 KNOWN_FAILURES = {
     # `du -sh /home` prints "4.0K" (or "8.0K" on Docker's ext4): check/size-match.py does
     # int("4.0") and raises, so AgentBench's own example answer fails its own check.
