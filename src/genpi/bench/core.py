@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from genpi.data import read_jsonl
+from genpi.data import read_jsonl, write_atomic
 from genpi.errors import GenpiError
 from genpi.prompt import Prompt
 
@@ -149,12 +148,6 @@ def run_episode(
     )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _finished(path: Path) -> Outcome | None:
     if not path.is_file():
         return None
@@ -236,7 +229,7 @@ def evaluate(
                     f"{out} holds a run with other settings ({run_file}); use another --out"
                 )
         else:
-            _write_atomic(run_file, json.dumps(config, indent=2) + "\n")
+            write_atomic(run_file, json.dumps(config, indent=2) + "\n")
         for problem in problems:
             done = _finished(out / "transcripts" / f"{problem.id}.jsonl")
             if done is not None:
@@ -248,7 +241,7 @@ def evaluate(
         outcome, transcript = run_problem(problem, agent, open_env, max_rounds)
         if out is not None:
             lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in transcript)
-            _write_atomic(out / "transcripts" / f"{problem.id}.jsonl", lines)
+            write_atomic(out / "transcripts" / f"{problem.id}.jsonl", lines)
         log.info("%s: %s (%s)", problem.id, "pass" if outcome.result else "fail", outcome.status)
         return outcome
 
@@ -263,7 +256,7 @@ def evaluate(
     )
     summary["outcomes"] = [o.to_dict() for o in ordered]
     if out is not None:
-        _write_atomic(out / "result.json", json.dumps(summary, indent=2) + "\n")
+        write_atomic(out / "result.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
