@@ -13,14 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from genpi.bench.os.namespace import NamespaceSandbox, stage_base
 from genpi.bench.os.rootfs import SandboxError
-from genpi.bench.os.sandbox import (
-    OUTPUT_HEAD,
-    OUTPUT_TAIL,
-    Limits,
-    NamespaceSandbox,
-    stage_base,
-)
+from genpi.bench.os.shell import OUTPUT_HEAD, OUTPUT_TAIL, Limits
 from genpi.bench.os.task import Problem, judge
 
 FAST = Limits(command_timeout=20.0, disk_bytes=64 << 20, processes=128, memory_bytes=512 << 20)

@@ -14,14 +14,10 @@ import time
 
 import pytest
 
+from genpi.bench.os.cgroups import remove_cgroups
+from genpi.bench.os.namespace import PROC_MASKED, NamespaceSandbox, stage_base
 from genpi.bench.os.rootfs import SandboxError
-from genpi.bench.os.sandbox import (
-    PROC_MASKED,
-    Limits,
-    NamespaceSandbox,
-    _remove_cgroups,
-    stage_base,
-)
+from genpi.bench.os.shell import Limits
 
 FAST = Limits(command_timeout=20.0, disk_bytes=64 << 20, processes=128, memory_bytes=512 << 20)
 
@@ -241,7 +237,7 @@ def test_a_killed_evaluator_leaves_no_sandbox_running(rootfs):
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(holder), signal.SIGKILL)  # a failing run must not leak the holder either
         for group in groups:
-            _remove_cgroups([Path(group)])
+            remove_cgroups([Path(group)])
         for sub in ("lower", "disk", ""):
             with contextlib.suppress(OSError):
                 (Path(stage) / sub).rmdir()
