@@ -1,32 +1,15 @@
-"""Sandboxes for model-written shell commands, behind one interface.
+"""Sandboxes for model-written shell commands, behind one interface; this module picks a backend
+per problem (``SandboxFactory``) and checks that namespace sandboxes run here.
 
-- ``DockerSandbox``: AgentBench's own setup (a container per problem), used when ``docker info``
-  works.
-- ``NamespaceSandbox``: no engine needed. Per problem, a holder process enters a new user and
-  mount namespace whose ids 0..65535 map onto an unprivileged host range (the one the cached root
-  filesystem is owned by: 1,000,000,000 as root, the user's /etc/subuid range without root),
-  mounts a size-limited tmpfs and on it a copy-on-write overlay over the root filesystem, and
-  sleeps. Every shell and every check script then runs in a fresh ``bwrap`` over that overlay,
-  entered with ``nsenter``: own mount (pivot_root, the host tree is gone), pid, uts, ipc and
-  network namespaces (loopback only unless ``network=True``), Docker's default capability set
-  minus ``CAP_MKNOD``, ``/proc`` knobs read-only, and cgroup (or rlimit) bounds on processes and
-  memory. Closing the sandbox kills the holder: the mounts and the tmpfs vanish with its
-  namespace, so nothing is left on the host. The holder's user namespace allows no nested one
-  (``user.max_user_namespaces = 0``, as bubblewrap's ``--disable-userns``); ``/dev/shm`` lives on
-  the size-limited tmpfs; nothing of the evaluator (environment, working directory, stage paths,
-  nameservers) shows inside; init and check scripts run with bash, sh and python3 from the
-  pristine root filesystem, first on their PATH (``TRUSTED_BIN``), so an agent cannot shadow them.
-
-Modules: ``shell`` (the persistent shell, bounded output, the ``Sandbox`` interface), ``docker``,
-``namespace`` (bubblewrap, the holder, the stage directory), ``cgroups``; this module picks a
-backend per problem (``SandboxFactory``) and checks that namespace sandboxes run here.
-
-Both give a persistent shell (``run``: each command's output and exit status, read up to a unique
-end marker) and one-off processes (``exec``, like ``docker exec``). A command past its timeout is
-interrupted by killing the processes it started (the shell, its variables and earlier background
-jobs survive); if the shell itself dies, a new one is started over the same file system. Every
-read of a sandbox's output keeps about ``OUTPUT_HEAD + OUTPUT_TAIL`` bytes (the rest is drained
-and dropped), so a flood costs the evaluator time, never memory.
+- ``DockerSandbox`` (``docker``): AgentBench's own setup (a container per problem), used when
+  ``docker info`` works.
+- ``NamespaceSandbox`` (``namespace``, limits in ``cgroups``): no engine needed; a copy-on-write
+  overlay over the cached root filesystem, run with bubblewrap in a user namespace whose root is
+  an unprivileged host uid (its module docstring gives the design).
+- ``shell``: what both give, a persistent shell (``run``: each command's output and exit status,
+  up to a unique end marker; a command past its timeout is interrupted, a dead shell replaced),
+  one-off processes (``exec``, like ``docker exec``), and output bounded to about
+  ``OUTPUT_HEAD + OUTPUT_TAIL`` bytes per read, so a flood costs the evaluator time, never memory.
 """
 
 from __future__ import annotations
