@@ -82,11 +82,13 @@ def check_prompt_fits(
 def model_context(ref: str | None, tokenizer: Any = None) -> int | None:
     """The context of a model reference, read from its config (no weights are loaded); None for
     a remote server (its context is not known here) or a config that cannot be read."""
+    from genpi.llm.refs import parse_backend_ref
     from genpi.models import resolve_model
 
-    if ref and ref.startswith(("http://", "https://")):
+    parsed = parse_backend_ref(ref)
+    if parsed.remote:
         return None
-    resolved = resolve_model(ref.removeprefix("vllm:") if ref else ref)
+    resolved = resolve_model(parsed.local_model)
     try:
         from transformers import AutoConfig
 
@@ -101,11 +103,13 @@ def check_model_fits(prompt: Prompt, ref: str | None, *, reserve: int = 0) -> in
 
     Returns the prompt's token count, or None for a remote server, whose context is unknown.
     """
+    from genpi.llm.refs import parse_backend_ref
     from genpi.models import DEFAULT_MODEL, load_tokenizer
 
-    if ref and ref.startswith(("http://", "https://")):
+    parsed = parse_backend_ref(ref)
+    if parsed.remote:
         return None
-    local_ref = ref.removeprefix("vllm:") if ref else ref
+    local_ref = parsed.local_model
     tokenizer = load_tokenizer(local_ref)
     return check_prompt_fits(
         prompt,

@@ -66,10 +66,13 @@ class Example:
 def model_from_manifest(manifest: dict[str, Any]) -> str | None:
     """The model a run's data was synthesized with (``manifest.json``'s ``models.model``), when
     it is one this process can load: not an HTTP endpoint; a ``vllm:`` prefix dropped."""
+    from genpi.llm.refs import parse_backend_ref
+
     ref = (manifest.get("models") or {}).get("model")
+    # A server is recorded as MODEL@URL (``BackendRef.name``): nothing to load here.
     if not isinstance(ref, str) or "://" in ref:
         return None
-    return ref.removeprefix("vllm:")
+    return parse_backend_ref(ref).local_model
 
 
 def write_atomic(path: str | Path, text: str) -> None:

@@ -164,6 +164,7 @@ def _plan(
     from genpi.data import load_examples
     from genpi.estimate import RunPlan
     from genpi.evaluate.cli import read_inputs
+    from genpi.llm.refs import parse_backend_ref
     from genpi.train import make_config
     from genpi.train.methods import get_method
     from genpi.train.trainer import adapter_dir, is_finished
@@ -185,7 +186,7 @@ def _plan(
         prompt_tokens=prompt_tokens,
         input_tokens=input_tokens,
         # A remote generator's time is not this machine's: it is left out of the estimate.
-        local_generator=not (args.generator or "").startswith(("http://", "https://", "vllm:")),
+        local_generator=parse_backend_ref(args.generator).kind == "local",
         inputs_todo=max(synth_config.n - done, 0),
         eval_systems=2 + len(methods) * len(seeds) + len(rates),
         eval_items=heldout + extra,
@@ -258,13 +259,12 @@ def main(args: argparse.Namespace) -> int:
     from genpi.data import load_examples
     from genpi.evaluate.cli import evaluate, format_summary
     from genpi.evaluate.compare import compare
-    from genpi.llm import load_backend
+    from genpi.llm import load_backend, parse_backend_ref
     from genpi.models import DEFAULT_MODEL
     from genpi.prompt import load_prompt
-    from genpi.synth.cli import backend_name, check_context
     from genpi.synth.config import SynthConfig
     from genpi.synth.inputs import read_seed_inputs
-    from genpi.synth.pipeline import synthesize
+    from genpi.synth.pipeline import check_context, synthesize
     from genpi.train import make_config, train
 
     preset = PRESETS[args.preset]
@@ -309,8 +309,8 @@ def main(args: argparse.Namespace) -> int:
         seed_inputs=read_seed_inputs(args.seed_inputs) if args.seed_inputs else None,
         given_inputs=read_seed_inputs(args.inputs_file) if args.inputs_file else None,
         # Recorded as `genpi synth` records them, so either command resumes the other's run.
-        model_name=backend_name(model_ref),
-        generator_name=backend_name(generator_ref),
+        model_name=parse_backend_ref(model_ref).name,
+        generator_name=parse_backend_ref(generator_ref).name,
         print_report=True,
     )
     del model_backend, generator_backend  # free the weights before training loads its own copy

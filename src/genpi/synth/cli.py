@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 from genpi.errors import GenpiError
 
 if TYPE_CHECKING:  # the verb imports its heavy parts when it runs, not to build the parser
-    from genpi.prompt import Prompt
-    from genpi.synth.config import SynthConfig
+    pass
 
 STAGE_CHOICES = ("all", "inputs", "conversations", "outputs", "reasons", "report")
 
@@ -133,20 +132,10 @@ def build_config(args: argparse.Namespace, recorded: dict | None = None):
     return config
 
 
-def backend_name(ref: str | None) -> str:
-    """The name a run directory records for a backend reference (what ``load_backend`` names it)."""
-    from genpi.models import DEFAULT_MODEL
-
-    if ref and ref.startswith(("http://", "https://")):
-        base_url, _, model = ref.partition("#")
-        return f"{model}@{base_url.rstrip('/')}"
-    return ref or DEFAULT_MODEL
-
-
 def _load(ref: str | None, batch_size: int):
-    from genpi.llm import load_backend
+    from genpi.llm import load_backend, parse_backend_ref
 
-    if ref and ref.startswith(("http://", "https://", "vllm:")):
+    if parse_backend_ref(ref).kind != "local":  # the batch size is the local backend's setting
         return load_backend(ref)
     return load_backend(ref, batch_size=batch_size)
 
@@ -165,36 +154,12 @@ def _check_ready(run, stage: str) -> None:
             )
 
 
-def check_context(
-    prompt: Prompt,
-    model_ref: str | None,
-    generator_ref: str | None,
-    config: SynthConfig,
-    model: bool,
-    generator: bool,
-) -> None:
-    """Refuse a prompt the models' contexts cannot hold, before the run directory is touched.
-
-    The target model runs the prompt as the agent (and the role-swapped one as the environment);
-    the generator reads it to write inputs and reasons. A remote server's context is unknown.
-    """
-    from genpi.context import check_model_fits
-
-    if model:
-        reserve = max(
-            config.agent_max_new_tokens, config.env_max_new_tokens, config.output_max_new_tokens
-        )
-        check_model_fits(prompt, model_ref, reserve=reserve)
-    if generator and not (model and generator_ref == model_ref):
-        reserve = max(config.input_max_new_tokens, config.reason_max_new_tokens)
-        check_model_fits(prompt, generator_ref, reserve=reserve)
-
-
 def main(args: argparse.Namespace) -> int:
+    from genpi.llm import parse_backend_ref
     from genpi.prompt import load_prompt
-    from genpi.synth.pipeline import open_run
+    from genpi.synth.pipeline import check_context, open_run, run_stages, stages_needing
     from genpi.synth.report import write_report
-    from genpi.synth.rundir import PROMPT_FILE, RunDir
+    from genpi.synth.rundir import PROMPT_FILE, STAGES, RunDir
 
     out = Path(args.out)
     prompt_path = args.prompt or (out / PROMPT_FILE)
@@ -210,7 +175,7 @@ def main(args: argparse.Namespace) -> int:
         print(text)
         return 0
 
-    manifest = RunDir(out, prompt).read_manifest() if (out / "manifest.json").exists() else None
+    manifest = RunDir(out, prompt).read_manifest()
     config = build_config(args, (manifest or {}).get("settings"))
     seed_inputs = None
     if args.seed_inputs:
@@ -223,16 +188,10 @@ def main(args: argparse.Namespace) -> int:
 
         given_inputs = read_seed_inputs(args.inputs_file)
     generator_ref = args.generator or args.model
-    model_name, generator_name = backend_name(args.model), backend_name(generator_ref)
-    stages = (
-        ("inputs", "conversations", "outputs", "reasons") if args.stage == "all" else (args.stage,)
-    )
-    # Stage 1's teacher check answers each input with the target model and the prompt.
-    teacher = config.teacher_check and bool(prompt.action_pattern)
-    needs_model = any(
-        s in ("conversations", "outputs") or s == "inputs" and teacher for s in stages
-    )
-    needs_generator = any(s in ("inputs", "reasons") for s in stages)
+    model_name = parse_backend_ref(args.model).name
+    generator_name = parse_backend_ref(generator_ref).name
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    needs_model, needs_generator = stages_needing(stages, config, prompt)
     check_context(prompt, args.model, generator_ref, config, needs_model, needs_generator)
     run = open_run(
         prompt,
@@ -244,6 +203,7 @@ def main(args: argparse.Namespace) -> int:
     )
     _check_ready(run, args.stage)  # before loading any model
     model = _load(args.model, config.batch_size) if needs_model else None
+    generator = None
     if needs_generator:
         generator = (
             model
@@ -251,27 +211,15 @@ def main(args: argparse.Namespace) -> int:
             else _load(generator_ref, config.batch_size)
         )
     start = time.perf_counter()
-    for stage in stages:
-        if stage == "inputs":
-            from genpi.synth.inputs import run_inputs
-
-            if given_inputs:
-                from genpi.synth.inputs import import_inputs
-
-                import_inputs(run, given_inputs, config)
-            run_inputs(run, generator, config, seed_inputs=seed_inputs, model=model)
-        elif stage == "conversations":
-            from genpi.synth.conversations import run_conversations
-
-            run_conversations(run, model, config)
-        elif stage == "outputs":
-            from genpi.synth.outputs import run_outputs
-
-            run_outputs(run, model, config)
-        else:
-            from genpi.synth.reasons import run_reasons
-
-            run_reasons(run, generator, config)
+    run_stages(
+        run,
+        stages,
+        model_backend=model,
+        generator_backend=generator,
+        config=config,
+        seed_inputs=seed_inputs,
+        given_inputs=given_inputs,
+    )
     _, text = write_report(run)
     print(text)
     print(
