@@ -37,3 +37,18 @@ def test_flags_of_other_methods_are_named():
     args = parser.parse_args(["run", "--lam", "0.5", "--lr", "1e-3"])
     assert unread_options(args, "genpi") == []  # its own field, and one every method reads
     assert "genpi: lam * L_SFT" in parser.epilog and "[SeqKD+KLD]" in parser.epilog
+
+
+def test_full_on_a_method_without_it_names_the_ones_with_it():
+    import pytest
+
+    from genpi.errors import GenpiError
+    from genpi.train.config import make_config
+    from genpi.train.methods import get_method
+    from genpi.train.trainer import _check_method
+
+    _check_method(make_config(full=True), get_method("seqkd"))
+    with pytest.raises(
+        GenpiError, match="--full is for kld, seqkd, seqkd-kld; 'genpi' trains lora"
+    ):
+        _check_method(make_config(full=True), get_method("genpi"))

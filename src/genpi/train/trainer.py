@@ -1,9 +1,15 @@
 """The training recipe: a run directory's examples -> a method's samples -> a PEFT adapter.
 
 Built on the transformers ``Trainer`` so it runs unchanged under ``accelerate launch`` (several
-GPUs, DeepSpeed). ``GenpiTrainer.compute_loss`` calls the pure losses of ``losses.py``; each loss
-term is divided by its token count summed over every micro-batch of the optimizer step (and every
-process), so gradient accumulation does not change the objective.
+GPUs, DeepSpeed). ``GenpiTrainer.compute_loss`` (``hf_trainer.py``) calls the pure losses of
+``losses.py``; each loss term is divided by its token count summed over every micro-batch of the
+optimizer step (and every process), so gradient accumulation does not change the objective.
+
+``train`` runs named steps: check the method, read the run, apply the resume policy
+(``_finished_or_cleared``), build the items (``_training_items``), the model and the arguments,
+train from the resume point, then write the summary, the adapter, its record and the loss plot.
+This module imports torch and transformers only inside ``train``, so ``adapter_dir`` and the
+other helpers are cheap to import.
 
 Run as: genpi train RUN_DIR --method genpi   (or ``train(run_dir, "genpi", config)`` from Python)
 """
@@ -38,7 +44,7 @@ from genpi.models import DEFAULT_MODEL, resolve_model, sha256_file
 from genpi.prompt import Prompt
 from genpi.train.config import TrainConfig
 from genpi.train.datasets import Collator, build_items, describe_report
-from genpi.train.methods import Method, get_method
+from genpi.train.methods import Method, full_tuning_methods, get_method
 
 log = logging.getLogger(__name__)
 
@@ -111,249 +117,6 @@ def is_finished(out_dir: Path) -> bool:
         out_dir / "config.json"
     ).exists()
     return has_weights and (out_dir / INFO_FILE).exists()
-
-
-# -- the trainer -------------------------------------------------------------------------------
-def _make_trainer_class() -> type:
-    import torch
-    from transformers import Trainer
-
-    from genpi.train import hidden as hs
-    from genpi.train.losses import (
-        DEFAULT_CHUNK,
-        IGNORE,
-        chunked_kl_sum,
-        chunked_nll_sum,
-        kl_sum,
-        nll_sum,
-        target_ids,
-    )
-
-    class GenpiTrainer(Trainer):
-        # compute_loss divides by the token count of the whole optimizer step itself.
-        loss_is_scaled_for_ga = True
-
-        def __init__(
-            self,
-            *args: Any,
-            method: Method,
-            genpi_config: TrainConfig,
-            teacher: Any = None,
-            loss_path: Path | None = None,
-            **kwargs: Any,
-        ) -> None:
-            super().__init__(*args, **kwargs)
-            # Older transformers decide "already scaled" from this flag rather than the one above.
-            self.model_accepts_loss_kwargs = True
-            self.method = method
-            self.genpi_config = genpi_config
-            self.teacher = (
-                teacher  # a frozen copy for full fine-tuning; else the adapter is disabled
-            )
-            self.loss_path = loss_path
-            self.streams = sorted({stream for _, stream in method.terms.values()})
-            self._sums: dict[str, float] = {}
-            self._counts: dict[str, int] = {}
-            self.tokens_seen: dict[str, int] = {}
-            # Decided on the first batch (see genpi.train.hidden): project only the labelled
-            # positions, in chunks, or (fallback) take the model's full logits.
-            self.chunk_size = DEFAULT_CHUNK
-            self.loss_path_used: str | None = None  # "hidden" | "full-logits"
-            self._split: Any = None
-            self._teacher_split: Any = None
-            self._prefix: Any = None  # the teacher's shared prompt prefix (SharedPrefix)
-
-        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-            dataset = train_dataset if train_dataset is not None else self.train_dataset
-            if self.genpi_config.group_by_length and dataset is not None:
-                from genpi.train.sampling import length_grouped_sampler
-
-                # Items of a micro-batch are neighbours in length: little padding.
-                return length_grouped_sampler(dataset, self.args.train_batch_size)
-            return super()._get_train_sampler(train_dataset)
-
-        # Per-stream target-token totals of the micro-batches of one optimizer step, passed to
-        # compute_loss as ``num_items_in_batch`` (transformers counts a "labels" key; ours are
-        # per stream).
-        def get_batch_samples(
-            self, epoch_iterator: Any, num_batches: int, *args: Any, **kwargs: Any
-        ) -> tuple[list, dict[str, Any]]:
-            batch_samples, _ = super().get_batch_samples(
-                epoch_iterator, num_batches, *args, **kwargs
-            )
-            return batch_samples, self.step_token_totals(batch_samples)
-
-        def step_token_totals(self, batch_samples: list) -> dict[str, Any]:
-            totals = torch.tensor(
-                [
-                    sum(int((b[f"{s}_labels"][:, 1:] != IGNORE).sum()) for b in batch_samples)
-                    for s in self.streams
-                ],
-                device=self.args.device,
-            )
-            if self.args.world_size > 1:
-                totals = self.accelerator.gather(totals.unsqueeze(0)).sum(0)
-            return dict(zip(self.streams, totals, strict=True))
-
-        def _logits(self, model: Any, inputs: dict[str, Any], stream: str) -> Any:
-            ids = inputs[f"{stream}_input_ids"]
-            mask = inputs[f"{stream}_attention_mask"]
-            self.tokens_seen[stream] = self.tokens_seen.get(stream, 0) + int(mask.sum())
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            return logits[:, -ids.shape[1] :]  # prompt tuning prepends virtual-token positions
-
-        def _teacher_logits(self, model: Any, inputs: dict[str, Any]) -> Any:
-            with torch.no_grad():
-                if self.teacher is not None:
-                    return self._logits(self.teacher, inputs, "teacher")
-                with self.accelerator.unwrap_model(model).disable_adapter():
-                    return self._logits(model, inputs, "teacher")
-
-        # -- the hidden-state path: only labelled positions are projected, in chunks --------
-        def _choose_path(self, model: Any, inputs: dict[str, Any]) -> None:
-            unwrapped = self.accelerator.unwrap_model(model)
-            split, why = hs.split_model(
-                unwrapped, prompt_tuning=self.method.tuning == "prompt-tuning"
-            )
-            teacher_split = None
-            if split is not None:
-                ids = inputs[f"{self.streams[0]}_input_ids"][:1, : hs.PROBE_TOKENS]
-                why = hs.probe(unwrapped, split, ids)
-            if not why and self.method.needs_teacher:
-                if self.teacher is None:
-                    teacher_split = split
-                else:
-                    teacher_split, why = hs.split_model(self.teacher)
-                    if teacher_split is not None:
-                        why = hs.probe(self.teacher, teacher_split, ids)
-            if why:
-                self.loss_path_used = "full-logits"
-                expected = self.method.tuning == "prompt-tuning" or hs.full_logits_forced()
-                # Correct either way; a model that should split but did not costs memory.
-                (log.info if expected else log.warning)("losses from the full logits: %s", why)
-                return
-            self._split, self._teacher_split = split, teacher_split
-            self.loss_path_used = "hidden"
-            if teacher_split is not None and hs.is_frozen(teacher_split.lm):
-                dataset = self.train_dataset
-                pairs = [
-                    (dataset[i]["teacher"].input_ids, dataset[i]["teacher"].labels)
-                    for i in range(len(dataset))
-                ]
-                tokens = hs.shared_prefix(pairs)
-                if len(tokens) >= hs.MIN_SHARED_PREFIX:
-                    self._prefix = hs.SharedPrefix(tokens)
-
-        def _hidden(self, model: Any, inputs: dict[str, Any], stream: str) -> Any:
-            """The student's final hidden states [N, H] at the stream's scored positions."""
-            ids = inputs[f"{stream}_input_ids"]
-            mask = inputs[f"{stream}_attention_mask"]
-            self.tokens_seen[stream] = self.tokens_seen.get(stream, 0) + int(mask.sum())
-            hidden = hs.student_hidden(model, ids, mask)
-            return hs.gather_targets(hidden, inputs[f"{stream}_labels"])
-
-        def _teacher_hidden(self, model: Any, inputs: dict[str, Any]) -> Any:
-            """The teacher's final hidden states [N, H] at its scored positions; the shared
-            prompt prefix comes from its cache (frozen weights: the same KV every step)."""
-            ids, mask = inputs["teacher_input_ids"], inputs["teacher_attention_mask"]
-            labels = inputs["teacher_labels"]
-            self.tokens_seen["teacher"] = self.tokens_seen.get("teacher", 0) + int(mask.sum())
-            backbone = self._teacher_split.backbone
-            with torch.no_grad():
-                if self.teacher is not None:
-                    return self._teacher_rows(backbone, ids, mask, labels)
-                with self.accelerator.unwrap_model(model).disable_adapter():
-                    return self._teacher_rows(backbone, ids, mask, labels)
-
-        def _teacher_rows(self, backbone: Any, ids: Any, mask: Any, labels: Any) -> Any:
-            if self._prefix is not None and self._prefix.matches(ids):
-                suffix = self._prefix.hidden(backbone, ids, mask)
-                return hs.gather_targets(suffix, labels[:, len(self._prefix) :])
-            hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
-            return hs.gather_targets(hidden, labels)
-
-        def _hidden_terms(self, model: Any, inputs: dict[str, Any], totals: dict) -> Any:
-            hidden = {s: self._hidden(model, inputs, s) for s in self.streams}
-            teacher = self._teacher_hidden(model, inputs) if self.method.needs_teacher else None
-            terms = {}
-            for name, (kind, stream) in self.method.terms.items():
-                targets = target_ids(inputs[f"{stream}_labels"])
-                if kind == "nll":
-                    total, count = chunked_nll_sum(
-                        hidden[stream], self._split.head, targets, self.chunk_size
-                    )
-                else:
-                    total, count = chunked_kl_sum(
-                        hidden[stream],
-                        self._split.head,
-                        teacher,
-                        self._teacher_split.head,
-                        targets,
-                        target_ids(inputs["teacher_labels"]),
-                        self.genpi_config.kl_temperature,
-                        self.chunk_size,
-                    )
-                terms[name] = self._record(name, total, count, totals[stream])
-            return terms, hidden
-
-        def _logit_terms(self, model: Any, inputs: dict[str, Any], totals: dict) -> Any:
-            logits = {s: self._logits(model, inputs, s) for s in self.streams}
-            teacher = self._teacher_logits(model, inputs) if self.method.needs_teacher else None
-            terms = {}
-            for name, (kind, stream) in self.method.terms.items():
-                labels = inputs[f"{stream}_labels"]
-                if kind == "nll":
-                    total, count = nll_sum(logits[stream], labels)
-                else:
-                    total, count = kl_sum(
-                        logits[stream],
-                        labels,
-                        teacher,
-                        inputs["teacher_labels"],
-                        self.genpi_config.kl_temperature,
-                    )
-                terms[name] = self._record(name, total, count, totals[stream])
-            return terms, logits
-
-        def _record(self, name: str, total: Any, count: Any, step_total: Any) -> Any:
-            self._sums[name] = self._sums.get(name, 0.0) + float(total.detach())
-            self._counts[name] = self._counts.get(name, 0) + int(count)
-            return total / step_total.clamp_min(1)
-
-        def compute_loss(
-            self,
-            model: Any,
-            inputs: dict[str, Any],
-            return_outputs: bool = False,
-            num_items_in_batch: Any = None,
-        ) -> Any:
-            if not isinstance(num_items_in_batch, dict):  # evaluation, or a caller outside train()
-                num_items_in_batch = self.step_token_totals([inputs])
-            if self.loss_path_used is None:
-                self._choose_path(model, inputs)
-            if self.loss_path_used == "hidden":
-                terms, outputs = self._hidden_terms(model, inputs, num_items_in_batch)
-            else:
-                terms, outputs = self._logit_terms(model, inputs, num_items_in_batch)
-            loss = self.method.mix(terms, self.genpi_config)
-            # Gradients are averaged over processes; the token totals already span all of them.
-            loss = loss * self.accelerator.num_processes
-            return (loss, outputs) if return_outputs else loss
-
-        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-            if "loss" in logs:
-                for name in self.method.terms:
-                    if self._counts.get(name):
-                        logs[f"{name}_loss"] = self._sums[name] / self._counts[name]
-                        logs[f"{name}_tokens"] = self._counts[name]
-                self._sums, self._counts = {}, {}
-                if self.loss_path is not None and self.is_world_process_zero():
-                    row = {"step": self.state.global_step, **logs}
-                    with open(self.loss_path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps(row) + "\n")
-            super().log(logs, start_time)
-
-    return GenpiTrainer
 
 
 # -- model setup -------------------------------------------------------------------------------
@@ -437,8 +200,14 @@ def _build_model(
 
 # -- outputs -----------------------------------------------------------------------------------
 def plot_losses(loss_path: Path, png_path: Path) -> None:
-    import matplotlib
-
+    """``loss.png``: the logged losses by optimizer step. matplotlib is an optional extra
+    (``genpi[eval]``): without it the adapter is still complete, so the plot is skipped with a
+    log line rather than failing the run at its last step."""
+    try:
+        import matplotlib
+    except ImportError:
+        log.info("matplotlib is not installed (pip install 'genpi[eval]'): no %s", png_path.name)
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -476,48 +245,6 @@ def _keep_losses_up_to(loss_path: Path, step: int) -> None:
         loss_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _save_every_minutes_callback(minutes: float) -> Any:
-    """A callback that asks for a checkpoint once ``minutes`` of training have passed since the
-    last checkpoint (any kind) or the start: with slow steps, --save-steps alone can leave a long
-    run with nothing saved. It saves through the Trainer's own path, so the checkpoint (named by
-    its step, with optimizer, scheduler and RNG states) resumes exactly like a step checkpoint."""
-    from transformers import TrainerCallback
-
-    class SaveEveryMinutes(TrainerCallback):
-        def __init__(self) -> None:
-            self.seconds = minutes * 60
-            self.last = time.monotonic()
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.last = time.monotonic()  # model loading and a resume's data skipping not counted
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step >= state.max_steps:
-                return  # the finished adapter is written next; a checkpoint would be thrown away
-            due = time.monotonic() - self.last >= self.seconds
-            if args.world_size > 1:
-                due = _agree(due, args.device)
-            if due:
-                control.should_save = True
-
-        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.last = time.monotonic()
-
-    return SaveEveryMinutes()
-
-
-def _agree(flag: bool, device: Any) -> bool:
-    """Process 0's decision on every process: a save is collective, and clocks drift apart."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    value = torch.tensor([int(flag)], device=device)
-    dist.broadcast(value, src=0)
-    return bool(value.item())
-
-
 def last_complete_checkpoint(folder: Path) -> str | None:
     """The newest ``checkpoint-N`` whose trainer state was written (the Trainer writes it last),
     so a checkpoint cut short by a kill is passed over for the one before it."""
@@ -548,51 +275,28 @@ def _checkpointing_args(config: TrainConfig) -> dict[str, Any]:
     }
 
 
-# -- the entry point ---------------------------------------------------------------------------
-def train(
-    run_dir: str | Path,
-    method: str = "genpi",
-    config: TrainConfig | None = None,
-    *,
-    model_ref: str | None = None,
-    out_dir: str | Path | None = None,
-    overwrite: bool = False,
-    callbacks: Sequence[Any] = (),
-    echo: Callable[[str], None] = print,
-) -> Path:
-    """Train ``method`` on the run's training split and write the adapter; return its directory.
-
-    Re-running resumes from the last checkpoint; a finished adapter with the same config is
-    returned as is (``overwrite`` trains it again).
-    """
-    import torch
-    from transformers import TrainingArguments
-
-    spec = get_method(method)
-    config = config or TrainConfig()
+# -- the steps of a training run ---------------------------------------------------------------
+def _check_method(config: TrainConfig, spec: Method) -> None:
     config.validate()
     if config.full and not spec.allows_full:
-        raise GenpiError(f"--full is for seqkd, seqkd-kld and kld; {method!r} trains {spec.tuning}")
-    run_dir = Path(run_dir)
-    prompt, manifest = read_run(run_dir)
-    model_ref = model_ref or model_from_manifest(manifest) or DEFAULT_MODEL
-    resolved = resolve_model(model_ref)
-    from genpi.models import load_tokenizer
+        raise GenpiError(
+            f"--full is for {', '.join(full_tuning_methods())}; {spec.name!r} trains {spec.tuning}"
+        )
 
-    tokenizer = load_tokenizer(model_ref)
-    context = model_context(resolved, tokenizer)
-    if spec.holds_prompt:
-        # Its sequences hold the whole prompt: refuse now, not after an --overwrite removed the
-        # old adapter or every item was dropped as too long.
-        check_prompt_fits(prompt, tokenizer, context, model=model_ref)
-    out_dir = Path(out_dir) if out_dir else adapter_dir(run_dir, method, config.seed)
+
+def _finished_or_cleared(
+    out_dir: Path, config: TrainConfig, overwrite: bool, echo: Callable[[str], None]
+) -> bool:
+    """The resume policy. True: ``out_dir`` already holds this config's adapter (nothing to do).
+    Else it is ready to train in: removed on ``overwrite``, or holding an interrupted run of the
+    same config to resume; another config's adapter or run is refused."""
     if is_finished(out_dir) and not overwrite:
         stored = (
             TrainConfig.load(out_dir / CONFIG_FILE) if (out_dir / CONFIG_FILE).exists() else None
         )
         if stored is not None and stored.to_dict() == config.to_dict():
             echo(f"{out_dir} is already trained with this config; pass --overwrite to train again")
-            return out_dir
+            return True
         raise GenpiError(
             f"{str(out_dir)!r} holds an adapter trained with another config: pass --overwrite "
             "to replace it, or --out another directory"
@@ -604,12 +308,24 @@ def train(
             f"{str(out_dir)!r} holds an interrupted run with another config: re-run with the same "
             "flags to resume it, or pass --overwrite to start over"
         )
+    return False
+
+
+def _training_items(
+    run_dir: Path,
+    spec: Method,
+    prompt: Prompt,
+    config: TrainConfig,
+    tokenizer: Any,
+    context: int | None,
+    echo: Callable[[str], None],
+) -> tuple[list[Example], Any, dict[str, Any]]:
+    """(the training split's examples, the method's tokenized items, the data report)."""
     examples = load_examples(run_dir, split="train")
     if not examples:
         raise GenpiError(
             f"{str(run_dir)!r} has no training conversations: run `genpi synth` on it first"
         )
-
     dataset, report = build_items(
         examples,
         lambda ex: spec.build(ex, prompt, config),
@@ -624,19 +340,18 @@ def train(
         if report["dropped_overlong"] and report["max_length"] == context:
             fix = "they are longer than the model's context: use a model with a longer context"
         raise GenpiError(
-            f"no example of {str(run_dir)!r} is usable by {method!r} (see the report above): {fix}"
+            f"no example of {str(run_dir)!r} is usable by {spec.name!r} (see the report above): "
+            f"{fix}"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
-    config.save(out_dir / CONFIG_FILE)
+    return examples, dataset, report
 
-    device = _device()
-    torch.manual_seed(config.seed)
-    model, teacher, setup = _build_model(model_ref, resolved, spec, config, prompt, device)
-    processes = int(os.environ.get("WORLD_SIZE", 1))
-    grad_accum = config.grad_accum(processes)
-    bf16_autocast = config.full and device.startswith("cuda") and torch.cuda.is_bf16_supported()
-    args = TrainingArguments(
+
+def _training_arguments(
+    config: TrainConfig, out_dir: Path, device: str, grad_accum: int, bf16_autocast: bool
+) -> Any:
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
         output_dir=str(out_dir / CHECKPOINTS),
         per_device_train_batch_size=config.per_device_batch,
         gradient_accumulation_steps=grad_accum,
@@ -660,40 +375,39 @@ def train(
         use_cpu=device == "cpu",
         **_checkpointing_args(config),
     )
-    trainer_class = _make_trainer_class()
-    loss_path = out_dir / LOSS_FILE
-    trainer = trainer_class(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=Collator(tokenizer.pad_token_id),
-        method=spec,
-        genpi_config=config,
-        teacher=teacher,
-        loss_path=loss_path,
-        callbacks=list(callbacks),
-    )
-    if config.save_every_minutes > 0:
-        trainer.add_callback(_save_every_minutes_callback(config.save_every_minutes))
+
+
+def _resume_point(out_dir: Path, loss_path: Path, echo: Callable[[str], None]) -> str | None:
+    """The checkpoint to resume from (None: start afresh), with the loss log cut to match it."""
     checkpoint = last_complete_checkpoint(out_dir / CHECKPOINTS)
     if checkpoint:
-        step = int(Path(checkpoint).name.split("-")[-1])
+        step = _checkpoint_step(checkpoint)
         echo(f"resuming from {checkpoint} (step {step})")
         _keep_losses_up_to(loss_path, step)
     elif loss_path.exists():
         loss_path.unlink()
-    started, cpu_started = time.perf_counter(), time.process_time()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.perf_counter() - started
-    cpu_seconds = time.process_time() - cpu_started  # all threads; wall time suffers on a busy host
-    if not trainer.is_world_process_zero():
-        return out_dir
+    return checkpoint
+
+
+def _checkpoint_step(checkpoint: str | None) -> int:
+    return int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0
+
+
+def _run_summary(
+    trainer: Any,
+    result: Any,
+    seconds: float,
+    cpu_seconds: float,
+    checkpoint: str | None,
+    device: str,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """``train_summary.json``: steps, time, tokens, memory and the loss path of this run."""
+    import torch
 
     tokens = sum(trainer.tokens_seen.values())
-    steps_run = trainer.state.global_step - (
-        int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0
-    )
-    summary = {
+    steps_run = trainer.state.global_step - _checkpoint_step(checkpoint)
+    return {
         "global_steps": trainer.state.global_step,
         "steps_this_run": steps_run,
         "seconds": seconds,
@@ -709,10 +423,87 @@ def train(
         # Tokens of the KL teacher's prompt prefix run once for the whole run (0: none cached).
         "teacher_prefix_tokens": len(trainer._prefix) if trainer._prefix is not None else 0,
         "train_loss": result.training_loss,
-        "grad_accum": grad_accum,
-        "processes": processes,
-        **setup,
+        **extra,
     }
+
+
+# -- the entry point ---------------------------------------------------------------------------
+def train(
+    run_dir: str | Path,
+    method: str = "genpi",
+    config: TrainConfig | None = None,
+    *,
+    model_ref: str | None = None,
+    out_dir: str | Path | None = None,
+    overwrite: bool = False,
+    callbacks: Sequence[Any] = (),
+    echo: Callable[[str], None] = print,
+) -> Path:
+    """Train ``method`` on the run's training split and write the adapter; return its directory.
+
+    Re-running resumes from the last checkpoint; a finished adapter with the same config is
+    returned as is (``overwrite`` trains it again).
+    """
+    import torch
+
+    from genpi.models import load_tokenizer
+    from genpi.train.hf_trainer import GenpiTrainer, SaveEveryMinutes
+
+    spec = get_method(method)
+    config = config or TrainConfig()
+    _check_method(config, spec)
+    run_dir = Path(run_dir)
+    prompt, manifest = read_run(run_dir)
+    model_ref = model_ref or model_from_manifest(manifest) or DEFAULT_MODEL
+    resolved = resolve_model(model_ref)
+    tokenizer = load_tokenizer(model_ref)
+    context = model_context(resolved, tokenizer)
+    if spec.holds_prompt:
+        # Its sequences hold the whole prompt: refuse now, not after an --overwrite removed the
+        # old adapter or every item was dropped as too long.
+        check_prompt_fits(prompt, tokenizer, context, model=model_ref)
+    out_dir = Path(out_dir) if out_dir else adapter_dir(run_dir, method, config.seed)
+    if _finished_or_cleared(out_dir, config, overwrite, echo):
+        return out_dir
+    examples, dataset, report = _training_items(
+        run_dir, spec, prompt, config, tokenizer, context, echo
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    config.save(out_dir / CONFIG_FILE)
+
+    device = _device()
+    torch.manual_seed(config.seed)
+    model, teacher, setup = _build_model(model_ref, resolved, spec, config, prompt, device)
+    processes = int(os.environ.get("WORLD_SIZE", 1))
+    grad_accum = config.grad_accum(processes)
+    bf16_autocast = config.full and device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    loss_path = out_dir / LOSS_FILE
+    trainer = GenpiTrainer(
+        model=model,
+        args=_training_arguments(config, out_dir, device, grad_accum, bf16_autocast),
+        train_dataset=dataset,
+        data_collator=Collator(tokenizer.pad_token_id),
+        method=spec,
+        genpi_config=config,
+        teacher=teacher,
+        loss_path=loss_path,
+        callbacks=list(callbacks),
+    )
+    if config.save_every_minutes > 0:
+        trainer.add_callback(SaveEveryMinutes(config.save_every_minutes))
+    checkpoint = _resume_point(out_dir, loss_path, echo)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started  # all threads; wall time suffers on a busy host
+    if not trainer.is_world_process_zero():
+        return out_dir
+
+    derived = {"grad_accum": grad_accum, "processes": processes}
+    summary = _run_summary(
+        trainer, result, seconds, cpu_seconds, checkpoint, device, {**derived, **setup}
+    )
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     _save(trainer.model, tokenizer, out_dir, spec, config, setup)
     info = AdapterInfo(
@@ -721,7 +512,7 @@ def train(
         base_model=model_ref,
         base_weights_sha256=weights_sha256(resolved),
         method=method,
-        config={**config.to_dict(), "grad_accum": grad_accum, "processes": processes, **setup},
+        config={**config.to_dict(), **derived, **setup},
         data_fingerprint=data_fingerprint(examples),
         chat_template=tokenizer.chat_template,
         extra={
