@@ -9,8 +9,9 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from genpi.cli import main as genpi_main
-from genpi.evaluate.cli import evaluate, read_inputs
 from genpi.evaluate.compare import compare
+from genpi.evaluate.inputs import read_inputs
+from genpi.evaluate.run import evaluate
 from genpi.prompt import load_prompt
 
 

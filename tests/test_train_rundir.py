@@ -91,7 +91,7 @@ def test_every_reader_refuses_a_broken_manifest_with_the_fix(tmp_path, example_p
     import pytest
 
     from genpi.data import RunDirError
-    from genpi.evaluate.cli import refuse_another_prompt
+    from genpi.evaluate.inputs import refuse_another_prompt
     from genpi.prompt import load_prompt
     from genpi.train.trainer import read_run
 

@@ -67,6 +67,6 @@ def test_train_puts_each_seed_in_its_own_directory(tmp_path, tiny_model_dir):
     assert [i["config"]["seed"] for i in infos] == [1, 0]
     keys = {setting_key(i["method"], i["config"], i["data_fingerprint"]) for i in infos}
     assert len(keys) == 1  # seeds of one setting
-    from genpi.evaluate.cli import find_adapters
+    from genpi.evaluate.inputs import find_adapters
 
     assert [p.name for p in find_adapters(run)] == ["sft", "sft-seed1"]

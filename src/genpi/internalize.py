@@ -163,7 +163,7 @@ def _plan(
     """What ``internalize`` will run under a preset, for the estimate (finished parts skipped)."""
     from genpi.data import load_examples
     from genpi.estimate import RunPlan
-    from genpi.evaluate.cli import read_inputs
+    from genpi.evaluate.inputs import read_inputs
     from genpi.llm.refs import parse_backend_ref
     from genpi.train import make_config
     from genpi.train.methods import get_method
@@ -257,8 +257,8 @@ def print_bill(
 
 def main(args: argparse.Namespace) -> int:
     from genpi.data import load_examples
-    from genpi.evaluate.cli import evaluate, format_summary
     from genpi.evaluate.compare import compare
+    from genpi.evaluate.run import evaluate, format_summary
     from genpi.llm import load_backend, parse_backend_ref
     from genpi.models import DEFAULT_MODEL
     from genpi.prompt import load_prompt
