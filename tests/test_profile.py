@@ -275,6 +275,24 @@ def test_compressed_prompt_costs_less_and_reports_its_compression(tiny, conversa
     )
 
 
+def test_profile_compresses_the_prompt_as_the_evaluation_baseline_does():
+    """One LLMLingua baseline: profile costs the same messages genpi eval scores (the whole
+    prompt compressed as one text, then the final user turn), not a message-by-message variant."""
+    from genpi.evaluate.compression import compressed_messages, prompt_document
+    from genpi.profile.measure import compress_prompt
+
+    seen: list[str] = []
+
+    def shorter(text: str) -> str:
+        seen.append(text)
+        return text[: len(text) // 2]
+
+    compressed = compress_prompt(PROMPT, shorter)
+    assert seen == [prompt_document(PROMPT)]
+    expected = compressed_messages(shorter(prompt_document(PROMPT)), PROMPT, "ls")
+    assert compressed.teacher_messages("ls") == expected
+
+
 def test_transcript_and_run_directory_conversations(tmp_path):
     transcript = tmp_path / "t.json"
     transcript.write_text(

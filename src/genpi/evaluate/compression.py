@@ -1,11 +1,18 @@
 """The text-compression baseline: the prompt compressed with LLMLingua, given in place of the prompt.
 
+The one implementation of the baseline, used by ``genpi eval`` (``compress_prompt``: scores) and
+``genpi profile`` (``llmlingua_compressor`` + ``compressed_prompt``: cost). As in the paper, the
+prompt is compressed as a whole (``prompt_document``: every message of it, as one text) and given
+as one system message before the prompt's final user turn.
+
 LLMLingua-2 needs a token-classification model from the hub, which genpi never downloads at run
 time, so this uses the original LLMLingua (token pruning by a causal LM's perplexity) with the
 evaluated model itself as the compressor (by default the embedded SmolLM2-135M).
 
-Offline shim: ``llmlingua.PromptCompressor.__init__`` fetches tiktoken's ``cl100k_base`` encoding
-from the internet only to count tokens. ``_OfflineCompressor`` sets the same fields itself and
+Offline shim: ``llmlingua.PromptCompressor.__init__`` calls ``tiktoken.encoding_for_model(
+"gpt-3.5-turbo")``, which downloads tiktoken's ``cl100k_base`` file from the internet on first use
+(tiktoken ships no encodings; ``TIKTOKEN_CACHE_DIR`` only helps where someone already put the file
+there), only to count tokens. ``_OfflineCompressor`` sets the same fields itself and
 counts tokens with the compressor's own tokenizer instead, so ``rate`` is measured in the
 evaluated model's tokens. A second shim, ``_LegacyCacheModel``, converts
 between the list-of-(key, value) KV cache llmlingua slices and transformers' ``DynamicCache``
@@ -17,6 +24,7 @@ Compressed prompts are cached in ``RUN_DIR/eval/compressed/<fingerprint>-<rate>.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +75,7 @@ class _LegacyCacheModel:
         return out
 
 
-def _offline_compressor(model_dir: str) -> Any:
+def _offline_compressor(model_dir: str, device: str = "cpu") -> Any:
     try:
         from llmlingua import PromptCompressor
     except ImportError:
@@ -86,11 +94,22 @@ def _offline_compressor(model_dir: str) -> Any:
             self.open_api_config = {}
             self.cache_bos_num = 10
             self.prefix_bos_num = 100
-            self.load_model(model_name, "cpu", {"trust_remote_code": False})
+            self.load_model(model_name, device, {"trust_remote_code": False})
             self.oai_tokenizer = _HFTokenCounter(self.tokenizer)
             self.model = _LegacyCacheModel(self.model)
 
     return _OfflineCompressor(model_dir)
+
+
+def llmlingua_compressor(model_dir: str, rate: float, device: str = "cpu") -> Callable[[str], str]:
+    """A text -> compressed text function: LLMLingua at ``rate`` (share of tokens kept), with the
+    model in ``model_dir`` as its small language model, offline (see the module docstring)."""
+    compressor = _offline_compressor(model_dir, device)
+
+    def compress(text: str) -> str:
+        return compressor.compress_prompt([text], rate=rate)["compressed_prompt"]
+
+    return compress
 
 
 def compress_prompt(
@@ -141,9 +160,19 @@ def compress_prompt(
     return results
 
 
+def compressed_prompt(compressed_text: str, prompt: Prompt) -> Prompt:
+    """``prompt`` with its messages replaced by the compressed text as one system message (its
+    final user turn, templates and reader kept)."""
+    return Prompt(
+        messages=({"role": "system", "content": compressed_text},),
+        input_template=prompt.input_template,
+        student_template=prompt.student_template,
+        action_pattern=prompt.action_pattern,
+        max_turns=prompt.max_turns,
+        name=f"{prompt.name}-compressed",
+    )
+
+
 def compressed_messages(compressed_text: str, prompt: Prompt, x: str) -> list[dict[str, str]]:
     """The compressed prompt as a system message, then the prompt's final user turn."""
-    return [
-        {"role": "system", "content": compressed_text},
-        {"role": "user", "content": prompt.fill(x)},
-    ]
+    return compressed_prompt(compressed_text, prompt).teacher_messages(x)

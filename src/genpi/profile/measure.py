@@ -12,7 +12,8 @@ Settings (``SETTINGS``):
 - ``prompted_no_cache``: every turn recomputes prompt + history + new message (no cache across turns);
 - ``prompted_cache``: the prompt is pre-cached once before the first turn (reported apart as
   ``precache``), then each turn prefills only its new tokens (the paper's Figure 4 setting);
-- ``compressed_cache``: as ``prompted_cache`` with an LLMLingua-compressed prompt, when ``llmlingua``
+- ``compressed_cache``: as ``prompted_cache`` with the prompt compressed by LLMLingua as a whole, as
+  ``genpi eval``'s baseline does (``genpi.evaluate.compression``), when ``llmlingua``
   is installed; the compression's own cost is reported apart;
 - ``adapter_unmerged``: the internalized LoRA adapter, no prompt, LoRA matmuls beside the base ones;
 - ``adapter_merged``: the same adapter merged into the weights (``merge_and_unload``);
@@ -187,47 +188,13 @@ def make_adapter_models(base: Any, adapter: str | None, lora_rank: int) -> tuple
 Compressor = Callable[[str], str]
 
 
-def llmlingua_compressor(model_path: str, tokenizer: Any, device: str, rate: float) -> Compressor:
-    """LLMLingua (v1) compressing with the profiled model itself as its small language model.
-
-    LLMLingua sizes its budget with tiktoken's GPT-3.5 encoding, a file tiktoken downloads on first
-    use; genpi runs offline, so the budget is counted in the profiled model's own tokens instead
-    (the tokens that cost compute here).
-    """
-    from unittest import mock
-
-    import tiktoken
-    from llmlingua import PromptCompressor  # type: ignore[import-not-found]
-
-    class OwnTokens:
-        def encode(self, text: str, **_: Any) -> list[int]:
-            return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-        def decode(self, ids: list[int]) -> str:
-            return tokenizer.decode(ids)
-
-    with mock.patch.object(tiktoken, "encoding_for_model", lambda _name: OwnTokens()):
-        compressor = PromptCompressor(model_name=model_path, device_map=device)
-
-    def compress(text: str) -> str:
-        return compressor.compress_prompt(text, rate=rate)["compressed_prompt"]
-
-    return compress
-
-
 def compress_prompt(prompt: Prompt, compress: Compressor) -> Prompt:
-    """The prompt with every message's content compressed (roles and templates kept)."""
-    messages = tuple(
-        {**m, "content": compress(m["content"]) or m["content"]} for m in prompt.messages
-    )
-    return Prompt(
-        messages=messages,
-        input_template=prompt.input_template,
-        student_template=prompt.student_template,
-        action_pattern=prompt.action_pattern,
-        max_turns=prompt.max_turns,
-        name=f"{prompt.name}-compressed",
-    )
+    """The prompt compressed as the evaluation's baseline compresses it: the whole prompt as one
+    text, given as one system message (``genpi.evaluate.compression``)."""
+    from genpi.evaluate.compression import compressed_prompt, prompt_document
+
+    document = prompt_document(prompt)
+    return compressed_prompt(compress(document) or document, prompt)
 
 
 def _measure_compression(
@@ -292,10 +259,12 @@ def profile(
             unavailable["compressed_cache"] = "llmlingua is not installed (`pip install llmlingua`)"
         else:
             if compress is None:
+                from genpi.evaluate.compression import llmlingua_compressor
+
                 path = model.genpi_ref.path if hasattr(model, "genpi_ref") else model.name_or_path
                 device = str(next(model.parameters()).device)
                 try:
-                    compress = llmlingua_compressor(path, tokenizer, device, compress_rate)
+                    compress = llmlingua_compressor(path, compress_rate, device)
                     compressor_name = f"LLMLingua, rate {compress_rate}, {path}"
                 except Exception as exc:  # llmlingua raises anything from a model it cannot load
                     unavailable["compressed_cache"] = f"LLMLingua could not start: {exc}"[:300]
