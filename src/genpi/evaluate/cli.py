@@ -15,8 +15,6 @@ from pathlib import Path
 
 from genpi.evaluate.run import evaluate, format_summary
 
-DEFAULT_RATES = (0.9, 0.7, 0.3)
-
 
 def _rates(text: str) -> list[float]:
     try:
