@@ -91,3 +91,13 @@ def test_each_train_flag_sets_its_field(flag, option):
         if getattr(config, f.name) != getattr(make_config("paper"), f.name)
     }
     assert changed == {option.name}
+
+
+def test_a_run_recorded_under_the_old_preset_label_still_resumes():
+    from genpi.train.trainer import same_setting
+
+    # What internalize --preset quick recorded before the demo preset: train preset "quick",
+    # max_steps 12 given on top. The values are the demo preset's: the same setting.
+    old = make_config("quick", max_steps=12)
+    assert old.preset == "quick" and same_setting(old, make_config("demo"))
+    assert not same_setting(make_config("quick"), make_config("demo"))  # 30 steps vs 12

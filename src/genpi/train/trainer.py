@@ -284,6 +284,13 @@ def _check_method(config: TrainConfig, spec: Method) -> None:
         )
 
 
+def same_setting(stored: TrainConfig, config: TrainConfig) -> bool:
+    """Whether two configs train the same thing: every field but ``preset``, a label of where the
+    values came from (internalize's quick once recorded train preset "quick" with 12 steps, now
+    preset "demo" with the same values: its adapters and interrupted runs still resume)."""
+    return {**stored.to_dict(), "preset": None} == {**config.to_dict(), "preset": None}
+
+
 def _finished_or_cleared(
     out_dir: Path, config: TrainConfig, overwrite: bool, echo: Callable[[str], None]
 ) -> bool:
@@ -294,7 +301,7 @@ def _finished_or_cleared(
         stored = (
             TrainConfig.load(out_dir / CONFIG_FILE) if (out_dir / CONFIG_FILE).exists() else None
         )
-        if stored is not None and stored.to_dict() == config.to_dict():
+        if stored is not None and same_setting(stored, config):
             echo(f"{out_dir} is already trained with this config; pass --overwrite to train again")
             return True
         raise GenpiError(
@@ -303,7 +310,9 @@ def _finished_or_cleared(
         )
     if overwrite and out_dir.exists():
         shutil.rmtree(out_dir)
-    if (out_dir / CONFIG_FILE).exists() and TrainConfig.load(out_dir / CONFIG_FILE) != config:
+    if (out_dir / CONFIG_FILE).exists() and not same_setting(
+        TrainConfig.load(out_dir / CONFIG_FILE), config
+    ):
         raise GenpiError(
             f"{str(out_dir)!r} holds an interrupted run with another config: re-run with the same "
             "flags to resume it, or pass --overwrite to start over"
