@@ -141,7 +141,9 @@ class ModelHost:
         if self.peft is None or name not in self.peft.peft_config:
             from genpi.adapter import attach_adapter
 
-            self.peft = attach_adapter(self.peft or self.model, system.adapter, name=name)
+            # The first adapter wraps the base model; the next ones join that PEFT model.
+            target = self.model if self.peft is None else self.peft
+            self.peft = attach_adapter(target, system.adapter, name=name)
         self.peft.set_adapter(name)
         self.peft.eval()
         yield LocalBackend(self.peft, self.tokenizer, name=system.name, batch_size=self.batch_size)
