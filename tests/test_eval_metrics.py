@@ -47,20 +47,25 @@ def test_normalise_by_the_upper_bound():
     assert metrics.normalise_scores(scores, upper) == {"format": 0.5, "nll": 0.5, "chrf": None}
 
 
-def test_token_nll_exact_value():
+def test_nll_exact_value_with_labels_aligned_to_the_inputs():
+    """Eval's NLL is the training loss: labels aligned with the inputs, the logits at t-1 score
+    the label at t."""
     import torch
 
+    from genpi.train.losses import nll_sum
+
     # Uniform logits over 4 tokens: each scored token costs log 4; -100 is not scored.
-    logits = torch.zeros(3, 4)
-    labels = torch.tensor([1, -100, 2])
-    total, count = metrics.token_nll(logits, labels)
+    logits = torch.zeros(1, 4, 4)
+    labels = torch.tensor([[-100, 1, -100, 2]])
+    total, count = nll_sum(logits, labels)
     assert count == 2
-    assert total == pytest.approx(2 * math.log(4))
+    assert float(total) == pytest.approx(2 * math.log(4))
     # A confident right prediction costs ~0, a confident wrong one ~ the logit gap.
-    logits = torch.tensor([[20.0, 0.0], [0.0, 20.0]])
-    total, _ = metrics.token_nll(logits, torch.tensor([0, 0]))
-    assert total == pytest.approx(20.0, abs=1e-4)
-    assert metrics.token_nll(logits, torch.tensor([-100, -100])) == (0.0, 0)
+    logits = torch.tensor([[[20.0, 0.0], [0.0, 20.0], [0.0, 0.0]]])
+    total, _ = nll_sum(logits, torch.tensor([[-100, 0, 0]]))
+    assert float(total) == pytest.approx(20.0, abs=1e-4)
+    total, count = nll_sum(logits, torch.tensor([[-100, -100, -100]]))
+    assert (float(total), int(count)) == (0.0, 0)
 
 
 def test_score_answers_puts_every_metric_together():
@@ -80,12 +85,46 @@ def test_score_answers_puts_every_metric_together():
 
 
 def test_teacher_forced_nll_scores_the_answer_with_its_end_of_turn(tokenizer):
+    from genpi.encoding import IGNORE, encode_reply, first_target
+
     conv = [{"role": "user", "content": "hi"}]
-    context, target = metrics.answer_token_ids(tokenizer, conv, "Hello there")
+    sample = encode_reply(tokenizer, conv, "Hello there")
+    target = [t for t in sample.labels if t != IGNORE]
     assert tokenizer.decode(target).startswith("Hello there")
     assert target[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
     text = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+    context = sample.input_ids[: first_target(sample)]
     assert context == tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_eval_nll_is_the_training_loss_on_the_training_encoding(tiny_backend):
+    """The answer scored by eval is the training target: the same tokens as a training sample
+    whose last assistant turn is the answer (earlier assistant turns are context), the same loss."""
+    import torch
+
+    from genpi.encoding import TARGET_KEY, encode_conversation
+    from genpi.train.losses import nll_sum
+
+    model, tok = tiny_backend.model, tiny_backend.tokenizer
+    conv = [
+        {"role": "system", "content": "You are a shell agent."},
+        {"role": "user", "content": "count the files"},
+        {"role": "assistant", "content": "Act: bash\n\n```bash\nls | wc -l\n```"},
+        {"role": "user", "content": "12"},
+    ]
+    answer = "Act: answer(12)"
+    training = [{**m, TARGET_KEY: False} if m["role"] == "assistant" else m for m in conv] + [
+        {"role": "assistant", "content": answer}
+    ]
+    sample = encode_conversation(tok, training)
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([sample.input_ids])).logits
+        total, count = nll_sum(logits, torch.tensor([sample.labels]))
+    expected = float(total) / int(count)
+    assert metrics.teacher_forced_nll(model, tok, conv, answer) == pytest.approx(expected, rel=1e-6)
+    # Truncated to fewer tokens, the answer is still scored whole; the context loses its start.
+    short = metrics.teacher_forced_nll(model, tok, conv, answer, max_length=int(count) + 4)
+    assert short is not None and short != pytest.approx(expected, rel=1e-9)
 
 
 def test_teacher_forced_nlls_run_the_shared_prompt_once(tiny_backend, prefix_runs):

@@ -5,16 +5,10 @@ from __future__ import annotations
 import pytest
 
 from genpi.data import Example
+from genpi.encoding import IGNORE, encode_conversation
 from genpi.errors import GenpiError
 from genpi.prompt import Prompt
-from genpi.train.datasets import (
-    IGNORE,
-    Collator,
-    PGLayout,
-    build_items,
-    encode_conversation,
-    pg_messages,
-)
+from genpi.train.datasets import Collator, PGLayout, build_items, pg_messages
 
 PROMPT = Prompt(
     messages=({"role": "system", "content": "Answer with Thought: and Action: lines."},),

@@ -96,10 +96,10 @@ def test_joint_loss_mixes_with_lambda():
     assert joint_loss(sft, pg, 0.7).item() == pytest.approx(0.7 * 2.0 + 0.3 * 5.0)
 
 
-def test_datasets_ignore_label_is_the_losses_one():
-    from genpi.train.datasets import IGNORE as DATASET_IGNORE
+def test_encoding_ignore_label_is_the_losses_one():
+    from genpi.encoding import IGNORE as ENCODING_IGNORE
 
-    assert DATASET_IGNORE == IGNORE
+    assert ENCODING_IGNORE == IGNORE
 
 
 # -- chunked losses from hidden states: the same values and gradients -------------------------

@@ -37,11 +37,9 @@ def context_length(config: Any, tokenizer: Any = None) -> int | None:
 
 def prompt_tokens(prompt: Prompt, tokenizer: Any) -> int:
     """Tokens of the prompt's teacher view with an empty input, as the model reads it."""
-    text = tokenizer.apply_chat_template(
-        prompt.teacher_messages(""), tokenize=False, add_generation_prompt=True
-    )
-    # The template already holds the special tokens (as in genpi.llm.local.encode_chat).
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    from genpi.encoding import encode_chat
+
+    return len(encode_chat(tokenizer, prompt.teacher_messages("")))
 
 
 def check_prompt_fits(

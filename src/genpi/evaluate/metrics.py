@@ -7,7 +7,8 @@
 - ROUGE-L (F-measure, rouge-score's tokenizer) and chrF (sacrebleu, 0..1) to the teacher's answer,
   averaged over items;
 - teacher-forced NLL: mean negative log-likelihood per token of the teacher's answer (with the
-  chat template's end-of-turn token) given the system's view of the conversation;
+  chat template's end-of-turn token) given the system's view of the conversation: the training
+  loss on the training encoding (``genpi.encoding``, ``genpi.train.losses.nll_sum``);
 - normalised score: score / the upper bound's score (the paper's Table 1); for NLL, where lower
   is better, upper_nll / nll, so 1.0 means "as likely as under the teacher" for every metric.
 """
@@ -18,6 +19,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from genpi.encoding import IGNORE, Sample, encode_reply, first_target
 from genpi.evaluate.readers import Action
 
 if TYPE_CHECKING:
@@ -124,43 +126,6 @@ def normalise_scores(
 # -- teacher-forced NLL -------------------------------------------------------------------------
 
 
-def token_nll(logits: Any, labels: Any) -> tuple[float, int]:
-    """Summed NLL and count of the labelled tokens; ``labels[i]`` is the token after position i,
-    -100 marks positions not scored. ``logits``: (T, V), ``labels``: (T,)."""
-    import torch
-
-    mask = labels != -100
-    if not bool(mask.any()):
-        return 0.0, 0
-    logp = torch.log_softmax(logits[mask].float(), dim=-1)
-    picked = logp.gather(-1, labels[mask].unsqueeze(-1)).squeeze(-1)
-    return float(-picked.sum()), int(mask.sum())
-
-
-def answer_token_ids(
-    tokenizer: Any, conversation: list[dict[str, str]], answer: str
-) -> tuple[list[int], list[int]]:
-    """(context ids, answer ids) with the chat template, as ``LocalBackend.encode`` builds them.
-
-    The answer ids are the templated assistant turn after the generation prompt (its end-of-turn
-    token included), when the template renders the context as a prefix of the full conversation;
-    otherwise the answer's plain tokens plus EOS.
-    """
-    context_text = tokenizer.apply_chat_template(
-        conversation, tokenize=False, add_generation_prompt=True
-    )
-    full_text = tokenizer.apply_chat_template(
-        conversation + [{"role": "assistant", "content": answer}], tokenize=False
-    )
-    context = tokenizer(context_text, add_special_tokens=False)["input_ids"]
-    if full_text.startswith(context_text):
-        rest = full_text[len(context_text) :].rstrip("\n")  # the trailing newline is not predicted
-        target = tokenizer(rest, add_special_tokens=False)["input_ids"]
-    else:
-        target = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return context, target
-
-
 def teacher_forced_nll(
     model: Any,
     tokenizer: Any,
@@ -170,28 +135,40 @@ def teacher_forced_nll(
     max_length: int | None = None,
     prefix: SharedPrefix | None = None,
 ) -> float | None:
-    """Mean NLL per token of ``answer`` as the assistant's reply to ``conversation``.
+    """Mean NLL per token of ``answer`` as the assistant's reply to ``conversation``: the
+    training loss (``genpi.train.losses.nll_sum``) on the training encoding
+    (``genpi.encoding.encode_reply``), so eval's NLL is the training NLL on the same tokens.
 
-    ``prefix``: the KV cache of tokens the context starts with (the prompt, shared by every item
+    ``prefix``: the KV cache of tokens the sequence starts with (the prompt, shared by every item
     of a system); only the rest of the sequence is run.
     """
+    return _sample_nll(model, encode_reply(tokenizer, conversation, answer), max_length, prefix)
+
+
+def _sample_nll(
+    model: Any, sample: Sample, max_length: int | None, prefix: SharedPrefix | None
+) -> float | None:
     import torch
 
-    context, target = answer_token_ids(tokenizer, conversation, answer)
-    if not target:
-        return None
-    ids = context + target
+    from genpi.train.losses import nll_sum
+
+    # Tokens after the answer (the template's newline after its end-of-turn token) predict
+    # nothing scored: leave them out, so that ``max_length`` counts up to the answer's end.
+    end = max((i + 1 for i, t in enumerate(sample.labels) if t != IGNORE), default=0)
+    ids, labels = sample.input_ids[:end], sample.labels[:end]
     if max_length is not None and len(ids) > max_length:
-        ids = ids[-max_length:]  # keep the answer; the context loses its start
-    labels = torch.full((len(ids),), -100, dtype=torch.long)
-    labels[len(ids) - len(target) - 1 : len(ids) - 1] = torch.tensor(ids[len(ids) - len(target) :])
+        # Keep the answer; the context loses its start.
+        ids, labels = ids[-max_length:], labels[-max_length:]
+    first = first_target(Sample(ids, labels))
+    if first >= len(ids):
+        return None
     device = next(model.parameters()).device
-    # The prefix must end before the last context position: its logits predict the first target.
+    # The prefix must end before the position whose logits predict the first target.
     start = 0
     if (
         prefix is not None
-        and len(prefix.tokens) < len(context)
-        and ids[: len(prefix.tokens)] == (prefix.tokens)
+        and len(prefix.tokens) < first
+        and ids[: len(prefix.tokens)] == prefix.tokens
     ):
         start = len(prefix.tokens)
     with torch.inference_mode():
@@ -201,11 +178,12 @@ def teacher_forced_nll(
                 input_ids=torch.tensor([ids[start:]], device=device),
                 position_ids=positions,
                 cache=prefix.cache_for(1),
-            ).logits[0]
+            ).logits
         else:
-            logits = model(input_ids=torch.tensor([ids], device=device)).logits[0]
-    total, count = token_nll(logits.cpu(), labels[start:])
-    return total / count if count else None
+            logits = model(input_ids=torch.tensor([ids], device=device)).logits
+        # Labels are aligned with the tokens run: the label at ``start`` is context (start < first).
+        total, count = nll_sum(logits, torch.tensor([labels[start:]], device=device))
+    return float(total) / int(count) if int(count) else None
 
 
 def teacher_forced_nlls(
@@ -217,16 +195,14 @@ def teacher_forced_nlls(
     """``teacher_forced_nll`` of every item, the contexts' shared prefix (the prompt) run once."""
     from genpi.llm.local import SHARED_PREFIX_MIN_TOKENS, SharedPrefix, shared_prefix_length
 
+    samples = [encode_reply(tokenizer, c, a) for c, a in zip(conversations, answers, strict=True)]
     prefix = None
-    if len(conversations) > 1:
-        contexts = [answer_token_ids(tokenizer, c, "")[0] for c in conversations]
+    if len(samples) > 1:
+        contexts = [s.input_ids[: first_target(s)] for s in samples]
         length = shared_prefix_length(contexts)
         if length >= SHARED_PREFIX_MIN_TOKENS:
             prefix = SharedPrefix.compute(model, contexts[0][:length])
-    return [
-        teacher_forced_nll(model, tokenizer, c, a, prefix=prefix)
-        for c, a in zip(conversations, answers, strict=True)
-    ]
+    return [_sample_nll(model, s, None, prefix) for s in samples]
 
 
 def score_answers(

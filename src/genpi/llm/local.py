@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genpi.encoding import encode_chat
 from genpi.llm.base import (
     GREEDY,
     BackendError,
     Conversation,
     Generation,
     SamplingParams,
-    continues_reply,
     cut_at_stop,
 )
 
@@ -229,20 +229,6 @@ class SharedPrefix:
         cache = copy.deepcopy(self.cache)
         cache.batch_repeat_interleave(rows)
         return cache
-
-
-def encode_chat(tokenizer: Any, conversation: Conversation) -> list[int]:
-    """Token ids of a conversation as the model continues it: with the generation prompt, or
-    after a final assistant message's text (``continues_reply``)."""
-    prefill = continues_reply(conversation)
-    text = tokenizer.apply_chat_template(
-        conversation,
-        tokenize=False,
-        add_generation_prompt=not prefill,
-        continue_final_message=prefill,
-    )
-    # The chat template already holds the special tokens; adding more would shift training/inference.
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def eos_ids(model: Any, tokenizer: Any) -> set[int]:

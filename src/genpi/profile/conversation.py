@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genpi.encoding import render
 from genpi.errors import GenpiError
 from genpi.prompt import Message, Prompt
 
@@ -173,12 +174,6 @@ def synthetic_conversation(
     return Conversation(filler_text(tokenizer, user_tokens), messages, source)
 
 
-def _render(tokenizer: Any, messages: list[Message], generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=generation_prompt
-    )
-
-
 def segment(
     tokenizer: Any, messages: list[Message], prefix_text: str, first_answer: int
 ) -> Segments:
@@ -199,8 +194,8 @@ def segment(
     for j in range(first_answer, len(messages)):
         if messages[j]["role"] != "assistant":
             continue
-        before = _render(tokenizer, messages[:j], True)
-        after = _render(tokenizer, messages[: j + 1], False)
+        before = render(tokenizer, messages[:j], add_generation_prompt=True)
+        after = render(tokenizer, messages[: j + 1])
         if not before.startswith(done) or not after.startswith(before):
             raise ConversationError(
                 "the model's chat template renders a conversation differently as it grows "
@@ -222,8 +217,8 @@ def constant_prefix(tokenizer: Any, view: Callable[[str], list[Message]], task_i
     Found as the common start of the renderings of two inputs that differ in their first character.
     """
     other = "1" if task_input.startswith("0") else "0"
-    first = _render(tokenizer, view(task_input), True)
-    second = _render(tokenizer, view(other), True)
+    first = render(tokenizer, view(task_input), add_generation_prompt=True)
+    second = render(tokenizer, view(other), add_generation_prompt=True)
     n = 0
     while n < min(len(first), len(second)) and first[n] == second[n]:
         n += 1

@@ -278,8 +278,8 @@ class Engine:
 
     # -- requests -----------------------------------------------------------------------------
     def encode(self, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of a conversation, as LocalBackend encodes it."""
-        from genpi.llm.local import encode_chat
+        """Token ids of a conversation, as LocalBackend encodes it (``genpi.encoding``)."""
+        from genpi.encoding import encode_chat
 
         with self._tokenizer_lock:
             return encode_chat(self.tokenizer, messages)

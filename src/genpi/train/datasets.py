@@ -1,10 +1,7 @@
-"""Tokenized training samples: conversations rendered with the model's chat template.
+"""Training samples: the PG (prompt generation) conversation, batching and length reports.
 
-A sample is one token sequence with labels on the tokens to learn and ``IGNORE`` elsewhere. The
-tokens to learn are the assistant turns, located by rendering the conversation's prefixes with the
-chat template (the text before an assistant turn ends where the rendering of the prefix with a
-generation prompt ends), so any template that renders prefixes as prefixes works, default system
-messages included.
+Conversations become token ids and labels in ``genpi.encoding`` (shared with evaluation and
+generation); this module builds the conversations a method trains on and tokenizes them.
 
 The PG (prompt generation) sample's user turn shows the input x, the answer without the prompt
 (y^S_0, AS-IS) and the answer with it (y^T_0, TO-BE); its assistant turn is the prompt's text and
@@ -18,90 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from genpi.data import Example
+from genpi.encoding import IGNORE, Sample, encode_conversation
+from genpi.encoding import TARGET_KEY as TARGET_KEY  # re-exported: the methods mark context turns
 from genpi.errors import GenpiError
 from genpi.prompt import Message, Prompt
-
-IGNORE = -100  # the label the losses skip (losses.IGNORE; kept here so tokenizing needs no torch)
-# A message with this key set to False is context: an assistant turn that is not a target (the
-# prompt's demonstrations in the teacher's view). The key is removed before rendering.
-TARGET_KEY = "target"
-
-
-class TemplateError(GenpiError):
-    pass
-
-
-@dataclass
-class Sample:
-    input_ids: list[int]
-    labels: list[int]
-
-    @property
-    def target_tokens(self) -> int:
-        return sum(1 for t in self.labels[1:] if t != IGNORE)  # the first label is never predicted
-
-
-def render(
-    tokenizer: Any, messages: Sequence[Message], *, add_generation_prompt: bool = False
-) -> str:
-    return tokenizer.apply_chat_template(
-        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
-    )
-
-
-def assistant_char_spans(
-    tokenizer: Any, messages: Sequence[Message]
-) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character span of each assistant turn in it.
-
-    A span runs from the end of the prefix rendered with a generation prompt to the end of the
-    prefix rendered with the turn, trailing whitespace dropped (the template's newline after the
-    end-of-turn token is not something the model must generate). When a template renders a
-    prefix differently from the whole (some hide earlier reasoning), the turn's text is searched
-    for instead.
-    """
-    full = render(tokenizer, messages)
-    spans: list[tuple[int, int]] = []
-    cursor = 0
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        before = render(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
-        through = render(tokenizer, messages[: i + 1])
-        if full.startswith(through) and through.startswith(before) and len(before) >= cursor:
-            start, end = len(before), len(through.rstrip())
-        else:
-            content = message["content"]
-            start = full.find(content, cursor)
-            if start < 0 or not content:
-                raise TemplateError(
-                    f"cannot locate assistant turn {i} in the chat template's rendering: "
-                    "use a model whose chat template renders each turn's text verbatim"
-                )
-            end = start + len(content)
-        spans.append((start, end))
-        cursor = end
-    return full, spans
-
-
-def encode_conversation(tokenizer: Any, messages: Sequence[Message]) -> Sample:
-    """Token ids of the rendered conversation, labels on the assistant turns' tokens only.
-
-    Assistant turns marked ``{TARGET_KEY: False}`` are context and get no labels.
-    """
-    if not getattr(tokenizer, "is_fast", False):
-        raise TemplateError("training needs a fast (Rust) tokenizer for character offsets")
-    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
-    full, all_spans = assistant_char_spans(tokenizer, plain)
-    targets = [m.get(TARGET_KEY, True) is not False for m in messages if m["role"] == "assistant"]
-    spans = [span for span, target in zip(all_spans, targets, strict=True) if target]
-    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    labels = []
-    for token, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
-        inside = b > a and any(a < end and b > start for start, end in spans)
-        labels.append(token if inside else IGNORE)
-    return Sample(list(enc["input_ids"]), labels)
-
 
 # -- the PG sample ----------------------------------------------------------------------------
 PG_INSTRUCTION = (
