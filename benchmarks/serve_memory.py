@@ -19,7 +19,6 @@ import os
 import random
 import socket
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,26 +46,10 @@ def memory(pid: int) -> str:
 def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
     import httpx
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "genpi",
-        "serve",
-        "--model",
-        args.model,
-        "--dtype",
-        "fp32",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--port",
-        str(port),
-        "--max-body-bytes",
-        str(args.body_bytes),
-        "--header-timeout",
-        "2",
-    ]
+    from genpi.serve.testing import serve_command
+
+    extra = ["--threads", "1", "--max-body-bytes", str(args.body_bytes), "--header-timeout", "2"]
+    cmd = serve_command(args.model, port, *extra)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
     env.pop("GENPI_API_KEY", None)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ import httpx
 import pytest
 
 from genpi.serve.engine import Delta, Failed, Finished, GenRequest
-from genpi.serve.testing import free_port
+from genpi.serve.testing import free_port, serve_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -328,24 +327,9 @@ def test_stalled_headers_are_closed_and_connections_over_the_cap_refused(tiny_mo
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
     env.pop("GENPI_API_KEY", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "genpi",
-        "serve",
-        "--model",
-        str(tiny_model_dir),
-        "--dtype",
-        "fp32",
-        "--device",
-        "cpu",
-        "--port",
-        str(port),
-        "--header-timeout",
-        str(timeout),
-        "--max-connections",
-        str(cap),
-    ]
+    cmd = serve_command(
+        str(tiny_model_dir), port, "--header-timeout", str(timeout), "--max-connections", str(cap)
+    )
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from genpi.cli import main as genpi_main
-from genpi.serve.testing import free_port
+from genpi.serve.testing import free_port, serve_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,22 +28,7 @@ def test_sigterm_drains_the_request_in_flight_then_exits(tiny_model_dir, tiny_ad
         "HF_HUB_OFFLINE": "1",
         "GENPI_API_KEY": "k",
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "genpi",
-        "serve",
-        "--model",
-        str(tiny_model_dir),
-        "--dtype",
-        "fp32",
-        "--device",
-        "cpu",
-        "--adapter",
-        f"shell={tiny_adapter_dir}",
-        "--port",
-        str(port),
-    ]
+    cmd = serve_command(str(tiny_model_dir), port, "--adapter", f"shell={tiny_adapter_dir}")
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

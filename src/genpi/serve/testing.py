@@ -6,9 +6,16 @@ A random-weight adapter for them is ``genpi.adapter.make_random_adapter``.
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 from typing import Any
+
+
+def serve_command(model: str, port: int, *extra: str) -> list[str]:
+    """``python -m genpi serve`` for ``model`` in fp32 on the CPU, on 127.0.0.1:``port``."""
+    cmd = [sys.executable, "-m", "genpi", "serve", "--model", model, "--dtype", "fp32"]
+    return [*cmd, "--device", "cpu", "--port", str(port), *extra]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
