@@ -44,27 +44,20 @@ def memory(pid: int) -> str:
 
 
 def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
-    import httpx
 
-    from genpi.serve.testing import serve_command
+    from genpi.serve.testing import serve_command, wait_until_healthy
 
     extra = ["--threads", "1", "--max-body-bytes", str(args.body_bytes), "--header-timeout", "2"]
     cmd = serve_command(args.model, port, *extra)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
     env.pop("GENPI_API_KEY", None)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited ({proc.returncode}): {' '.join(cmd)}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit("the server did not come up in 300 s")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.3)
+    try:
+        wait_until_healthy(proc, f"http://127.0.0.1:{port}", timeout=300)
+    except RuntimeError as exc:
+        proc.kill()
+        raise SystemExit(f"{exc}: {' '.join(cmd)}") from None
+    return proc
 
 
 def one_round(url: str, port: int, args: argparse.Namespace, rng: random.Random) -> dict:

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from genpi.serve.engine import Delta, Failed, Finished, GenRequest
-from genpi.serve.testing import free_port, serve_command
+from genpi.serve.testing import free_port, serve_command, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -342,15 +342,7 @@ def test_stalled_headers_are_closed_and_connections_over_the_cap_refused(tiny_mo
         return sock
 
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "the server did not come up"
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until_healthy(proc, url, timeout=120)
         time.sleep(0.3)  # the poll's own connections are closed by now
 
         # A connection that stops in the middle of its headers is answered 408 and closed.

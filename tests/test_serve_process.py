@@ -8,14 +8,13 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from genpi.cli import main as genpi_main
-from genpi.serve.testing import free_port, serve_command
+from genpi.serve.testing import free_port, serve_command, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,15 +33,7 @@ def test_sigterm_drains_the_request_in_flight_then_exits(tiny_model_dir, tiny_ad
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "the server did not come up"
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until_healthy(proc, url, timeout=120)
         assert httpx.get(f"{url}/v1/models", timeout=5).status_code == 401  # $GENPI_API_KEY is on
         body = {
             "model": "shell",

@@ -18,6 +18,24 @@ def serve_command(model: str, port: int, *extra: str) -> list[str]:
     return [*cmd, "--device", "cpu", "--port", str(port), *extra]
 
 
+def wait_until_healthy(proc: Any, url: str, timeout: float) -> None:
+    """Poll ``url``/health until it answers 200; raise if ``proc`` exits or ``timeout`` passes."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise RuntimeError(f"the server exited ({proc.returncode}): {out}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not come up in {timeout:.0f} s")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
