@@ -231,7 +231,7 @@ def print_bill(
     rows = min(synth_config.batch_size, synth_config.n)
     generation = probe_generation(backend, probe_conversations, rows)
     longest = prompt_tokens + synth_config.reason_max_new_tokens
-    training = probe_training(model, longest, make_config(PRESETS[args.preset].train_preset))
+    training = probe_training(model, longest, make_config(preset.train_preset))
     probe_s = time.monotonic() - started
     estimate = estimate_run(plan, generation, training)
     device = str(next(model.parameters()).device)

@@ -133,21 +133,19 @@ def teacher_forced_nll(
     answer: str,
     *,
     max_length: int | None = None,
-    prefix: SharedPrefix | None = None,
 ) -> float | None:
     """Mean NLL per token of ``answer`` as the assistant's reply to ``conversation``: the
     training loss (``genpi.train.losses.nll_sum``) on the training encoding
     (``genpi.encoding.encode_reply``), so eval's NLL is the training NLL on the same tokens.
-
-    ``prefix``: the KV cache of tokens the sequence starts with (the prompt, shared by every item
-    of a system); only the rest of the sequence is run.
     """
-    return _sample_nll(model, encode_reply(tokenizer, conversation, answer), max_length, prefix)
+    return _sample_nll(model, encode_reply(tokenizer, conversation, answer), max_length, None)
 
 
 def _sample_nll(
     model: Any, sample: Sample, max_length: int | None, prefix: SharedPrefix | None
 ) -> float | None:
+    """NLL of one sample; ``prefix``: the KV cache of tokens it starts with (the prompt, shared
+    by every item of a system), so only the rest is run."""
     import torch
 
     from genpi.train.losses import nll_sum

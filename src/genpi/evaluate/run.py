@@ -254,7 +254,7 @@ def evaluate(
     ``adapters`` None means every adapter in RUN_DIR/adapters; ``heldout`` None means "when no
     ``inputs`` file is given".
     """
-    from genpi.adapter import check_adapter, read_adapter_info
+    from genpi.adapter import check_adapter
     from genpi.evaluate.compression import compress_prompt
     from genpi.evaluate.systems import adapter_system, base, compressed_system, upper_bound
     from genpi.models import resolve_model
@@ -302,7 +302,7 @@ def evaluate(
             base_weights_sha256=model_info["weights_sha256"],
             prompt=prompt,
         )
-        method = info.method or read_adapter_info(adapter).method
+        method = info.method
         seed = info.config.get("seed")
         systems.append(
             adapter_system(

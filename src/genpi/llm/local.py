@@ -130,10 +130,10 @@ class LocalBackend:
             groups.setdefault(key, []).append(i)
         unshared = groups.pop(None, [])
         for rows in groups.values():
-            length = shared_prefix_length([encoded[i] for i in rows])
-            if len(rows) < 2 or length < key_len:
+            if len(rows) < 2:  # rows of a group share key_len tokens at least
                 unshared.extend(rows)
                 continue
+            length = shared_prefix_length([encoded[i] for i in rows])
             yield rows, SharedPrefix.compute(self.model, encoded[rows[0]][:length])
         if unshared:
             yield unshared, None
