@@ -26,6 +26,8 @@ def test_setting_key_leaves_out_the_seed_and_bookkeeping_only():
     same = {**config, "seed": 3, "save_steps": 7, "logging_steps": 5, "save_every_minutes": 0.0}
     # Values derived on the machine (genpi_adapter.json records them too) are not the setting.
     assert setting_key("genpi", {**same, "grad_accum": 8, "processes": 4}, "data") == key
+    # The preset's name is not the setting (resume ignores it too): its values are.
+    assert setting_key("genpi", {**config, "preset": "demo"}, "data") == key
     assert setting_key("genpi", {**config, "learning_rate": 3e-4}, "data") != key
     assert setting_key("genpi", {**config, "lam": 0.5}, "data") != key
     assert setting_key("sft", config, "data") != key

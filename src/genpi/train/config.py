@@ -144,7 +144,8 @@ def setting_key(method: str, config: dict[str, Any], data_fingerprint: str | Non
     ``config`` is the recorded config (genpi_adapter.json's, which also holds derived values such
     as the process count): only TrainConfig's own fields count, so one setting trained on another
     machine is still the same setting."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)} - set(SEED_FIELDS)
+    # The preset's name is left out as resuming leaves it out: its values are in the other fields.
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - set(SEED_FIELDS) - {"preset"}
     chosen = {k: v for k, v in config.items() if k in known}
     blob = json.dumps([method, chosen, data_fingerprint], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from genpi.adapter import INFO_FILE, AdapterInfo, write_adapter_info
-from genpi.context import check_prompt_fits
+from genpi.context import check_prompt_fits, model_context
 from genpi.data import (
     Example,
     load_examples,
@@ -93,15 +93,6 @@ def weights_sha256(resolved: Any) -> str | None:
     if not files:
         return None
     return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
-
-
-def model_context(resolved: Any, tokenizer: Any = None) -> int | None:
-    """The model's context (genpi.context's reading of its config, else the tokenizer's)."""
-    from genpi.context import context_length
-
-    config = Path(resolved.path) / "config.json"
-    data = json.loads(config.read_text()) if resolved.local and config.exists() else None
-    return context_length(data, tokenizer)
 
 
 def adapter_dir(run_dir: str | Path, method: str, seed: int = 0) -> Path:
@@ -466,7 +457,7 @@ def train(
     model_ref = model_ref or model_from_manifest(manifest) or DEFAULT_MODEL
     resolved = resolve_model(model_ref)
     tokenizer = load_tokenizer(model_ref)
-    context = model_context(resolved, tokenizer)
+    context = model_context(model_ref, tokenizer)  # as every other verb reads it
     if spec.holds_prompt:
         # Its sequences hold the whole prompt: refuse now, not after an --overwrite removed the
         # old adapter or every item was dropped as too long.
