@@ -302,6 +302,6 @@ def test_sigkill_between_the_log_and_the_records_counts_every_item_once(
     assert stats["teacher_rejected"] >= 1 and stats["too_short"] >= 3
     # The role-play reused the teacher's answers: its first turns are the stored ones.
     first = {r["id"]: r["first_agent_turn"] for r in inputs}
-    assert all(
-        c["turns"][0]["content"] == first[c["id"]] for c in read_jsonl(out / "conversations.jsonl")
-    )
+    conversations = read_jsonl(out / "conversations.jsonl")
+    assert len(conversations) == 10
+    assert all(c["turns"][0]["content"] == first[c["id"]] for c in conversations)

@@ -8,12 +8,8 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from genpi.errors import GenpiError
-
-if TYPE_CHECKING:  # the verb imports its heavy parts when it runs, not to build the parser
-    pass
 
 STAGE_CHOICES = ("all", "inputs", "conversations", "outputs", "reasons", "report")
 

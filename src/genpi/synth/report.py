@@ -6,6 +6,7 @@ Run as: genpi synth report --out runs/shell
 from __future__ import annotations
 
 import random
+import statistics
 from itertools import pairwise
 from typing import Any
 
@@ -38,11 +39,7 @@ def distinct_2(texts: list[str]) -> float | None:
 
 
 def _median(values: list[int]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return float(ordered[mid]) if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return float(statistics.median(values)) if values else None
 
 
 def input_quality(inputs: list[dict[str, Any]], stats: dict[str, Any]) -> dict[str, Any]:
