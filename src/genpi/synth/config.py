@@ -107,4 +107,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "output_max_new_tokens": 64,
         "reason_max_new_tokens": 64,
     },
+    # `genpi internalize --preset cpu`: between quick and paper, for one prompt in about an hour
+    # on 2 cores (README's cross-prompt table): 64 inputs, two agent turns, 96-token caps.
+    "cpu": {
+        **_QUICK,
+        "n": 64,
+        "heldout_fraction": 0.25,
+        "max_turns": 2,
+        "agent_max_new_tokens": 96,
+        "env_max_new_tokens": 64,
+        "output_max_new_tokens": 96,
+        "reason_max_new_tokens": 96,
+    },
 }
