@@ -124,3 +124,17 @@ def test_probes_measure_and_leave_the_model_untouched(tiny_backend):
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not hasattr(model, "peft_config") or not model.peft_config
     assert isinstance(Estimate().format("t"), str)
+
+
+def test_each_seed_of_a_method_is_counted():
+    """Three seeds of one method cost three runs (a seed used to overwrite the last one's row)."""
+    synth = SynthConfig(n=40, heldout_fraction=0.0)
+    gen = GenerationProbe(rows=16, call_s=1.0, step_s=1.0)
+    probe = TrainProbe(backward_s_per_token=0.01, forward_s_per_token=0.0)
+    train = make_config("quick", max_steps=5)
+    one = RunPlan(synth, train, (get_method("sft"),), 1, 100, 10, True, 0, 1, 1, 1)
+    three = RunPlan(synth, train, (get_method("sft"),) * 3, 1, 100, 10, True, 0, 1, 1, 1)
+    single = estimate_run(one, gen, probe)
+    triple = estimate_run(three, gen, probe)
+    assert triple.stages["training: sft"] == pytest.approx(3 * single.stages["training: sft"])
+    assert triple.details["training: sft"].startswith("3 x 5 steps")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,14 +215,17 @@ def estimate_run(plan: RunPlan, generation: GenerationProbe, training: TrainProb
     n_train = round(plan.synth.n * (1 - plan.synth.heldout_fraction))
     steps = training_steps(plan.train, n_train)
     micro = plan.train.grad_accum()
-    for method in plan.methods:
+    # One method trained with several seeds is one row, its runs counted (not one run kept).
+    runs = Counter(method.name for method in plan.methods)
+    for method in {m.name: m for m in plan.methods}.values():
         lengths = stream_lengths(
             method, plan.prompt_tokens, plan.input_tokens, plan.synth, plan.turns
         )
         per_micro = training.micro_step(lengths, plan.train.per_device_batch)
-        est.stages[f"training: {method.name}"] = steps * micro * per_micro
+        count = runs[method.name]
+        est.stages[f"training: {method.name}"] = count * steps * micro * per_micro
         est.details[f"training: {method.name}"] = (
-            f"{steps} steps x {micro} micro-steps x {per_micro:.1f} s"
+            f"{count} x " * (count > 1) + f"{steps} steps x {micro} micro-steps x {per_micro:.1f} s"
         )
     est.stages["evaluation"] = evaluation_seconds(
         generation, plan.eval_systems, plan.eval_items, plan.eval_max_new_tokens
