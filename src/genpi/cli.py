@@ -18,6 +18,7 @@ from genpi.errors import GenpiError
 # verb -> (module, one-line help). A verb whose module is not present is not offered.
 VERBS: dict[str, tuple[str, str]] = {
     "internalize": ("genpi.internalize", "synthesize, train, evaluate and compare, end to end"),
+    "grid": ("genpi.grid", "the paper's tables: every method on one synthesis, one table"),
     "chat": ("genpi.chat", "talk to a model with the prompt, without it, or with an adapter"),
     "synth": ("genpi.synth.cli", "synthesize training data from the prompt alone"),
     "train": ("genpi.train.cli", "train an adapter on a run directory's data"),
