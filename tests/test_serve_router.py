@@ -50,6 +50,7 @@ def test_read_template_input(template, content, expected):
 def test_prompted_request_goes_to_its_adapter_without_the_prefix(table):
     chosen = route(table, "base", SHELL.teacher_messages("count files in /etc"))
     assert chosen.adapter == "shell" and chosen.reason == "prompt" and chosen.stripped
+    assert chosen.stripped_messages == 3  # SHELL's system turn and its example exchange
     assert chosen.prompt_input == "count files in /etc"
     assert chosen.messages == SHELL.student_messages("count files in /etc")
 
@@ -85,6 +86,7 @@ def test_anything_else_goes_to_the_base_model_unchanged(table, edit):
     messages = edit(SHELL.teacher_messages("count"))
     chosen = route(table, "base", messages)
     assert chosen.adapter is None and chosen.reason == "base" and not chosen.stripped
+    assert chosen.stripped_messages == 0
     assert chosen.messages == messages
 
 
@@ -94,8 +96,9 @@ def test_naming_an_adapter_routes_to_it_and_strips_only_its_own_prompt(table):
     assert route(table, "fr", plain).messages == plain
     own = route(table, "shell", SHELL.teacher_messages("count"))
     assert own.adapter == "shell" and own.stripped and own.reason == "model"
+    assert own.stripped_messages == 3
     other = route(table, "fr", SHELL.teacher_messages("count"))  # the name wins; nothing stripped
-    assert other.adapter == "fr" and not other.stripped
+    assert other.adapter == "fr" and not other.stripped and other.stripped_messages == 0
     assert other.messages == SHELL.teacher_messages("count")
 
 

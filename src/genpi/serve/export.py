@@ -1,4 +1,5 @@
-"""``genpi export vllm``: the ``vllm serve`` command for the same adapters, and a routing table.
+"""``genpi export vllm``: the ``vllm serve`` command for the same adapters, and a routing table;
+``genpi export agentbench``: AgentBench agents that call ``genpi serve`` (``export_agentbench``).
 
 vLLM serves PEFT adapters as they are (``--enable-lora --lora-modules NAME=DIR``) and answers a
 request whose ``model`` names one; it does not strip prompts. The routing table lets a proxy in
@@ -17,18 +18,28 @@ from pathlib import Path
 from typing import Any
 
 from genpi.errors import GenpiError
+from genpi.serve import export_agentbench
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=["vllm"], help="the engine to export for")
+    parser.add_argument(
+        "target",
+        choices=["vllm", "agentbench"],
+        help="vllm: a vllm serve command and a routing table; agentbench: AgentBench agents "
+        "calling genpi serve",
+    )
     parser.add_argument(
         "--model", default=None, help="base model reference (default: the adapters' base)"
     )
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", required=True)
     parser.add_argument(
-        "--out", default=None, help="folder for vllm_serve.sh and routing.json (default: print)"
+        "--out",
+        default=None,
+        help="folder for the files (vllm: vllm_serve.sh, routing.json; agentbench: "
+        "genpi_agents.yaml, genpi_assignment.yaml, README.md); default: print",
     )
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="vllm: the port vllm serves on")
+    export_agentbench.add_arguments(parser)
 
 
 def base_model_id(ref: str) -> str:
@@ -95,6 +106,8 @@ def _lora_rank(adapters: dict[str, Path]) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.target == "agentbench":
+        return export_agentbench.main(args)
     from genpi.adapter import check_adapter, read_adapter_info, read_adapter_prompt
     from genpi.serve.cli import parse_adapters
 

@@ -28,6 +28,7 @@ class Route:
     reason: str  # "prompt", "model" or "base"
     prompt_input: str | None = None  # the task input read from the template, when stripped
     stripped: bool = False  # whether the prompt's prefix was removed
+    stripped_messages: int = 0  # how many leading request messages were the removed prefix
 
 
 @dataclass
@@ -101,7 +102,8 @@ def route(
         stripped = strip_prompt(table.prompts[model], messages)
         if stripped is not None:
             x, view = stripped
-            return Route(model, view, "model", prompt_input=x, stripped=True)
+            n = len(table.prompts[model].messages)
+            return Route(model, view, "model", prompt_input=x, stripped=True, stripped_messages=n)
         return Route(model, list(messages), "model")
     if by_prompt:
         # The longest prefix wins when one prompt's prefix starts another's.
@@ -110,5 +112,8 @@ def route(
             stripped = strip_prompt(prompt, messages)
             if stripped is not None:
                 x, view = stripped
-                return Route(name, view, "prompt", prompt_input=x, stripped=True)
+                n = len(prompt.messages)
+                return Route(
+                    name, view, "prompt", prompt_input=x, stripped=True, stripped_messages=n
+                )
     return Route(None, list(messages), "base")

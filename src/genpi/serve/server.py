@@ -4,8 +4,10 @@ Errors are OpenAI-shaped, ``{"error": {"message", "type", "param", "code"}}``, w
 for anything the client can fix; the server keeps serving after each. Routing is ``router.route``;
 ``usage.prompt_tokens`` counts the prompt tokens the model actually computed and
 ``usage.prompt_tokens_saved`` (also the ``x-genpi-prompt-tokens-saved`` header) the ones an
-internalized prompt spared. A request may send ``x-genpi-route: off`` to skip routing by prompt
-(the base model then reads the whole prompt; used by benchmarks/serve.py for A/B runs).
+internalized prompt spared; ``x-genpi-stripped-messages`` (and ``genpi.stripped_messages`` in the
+body) counts the request's leading messages dropped as that prompt (0: nothing was stripped). A
+request may send ``x-genpi-route: off`` to skip routing by prompt (the base model then reads the
+whole prompt; used by benchmarks/serve.py for A/B runs).
 """
 
 from __future__ import annotations
@@ -535,7 +537,11 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
                 }
             ],
             "usage": usage,
-            "genpi": {"adapter": chosen.adapter, "route": chosen.reason},
+            "genpi": {
+                "adapter": chosen.adapter,
+                "route": chosen.reason,
+                "stripped_messages": chosen.stripped_messages,
+            },
         }
         return JSONResponse(body, headers=headers)
 
@@ -547,6 +553,7 @@ def _route_headers(chosen: Route, saved: int) -> dict[str, str]:
         "x-genpi-adapter": chosen.adapter or "",
         "x-genpi-route": chosen.reason,
         "x-genpi-prompt-tokens-saved": str(saved),
+        "x-genpi-stripped-messages": str(chosen.stripped_messages),
     }
 
 
