@@ -30,7 +30,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "sandbox": ("genpi.bench.os.sandbox_cli", "build or check the OS-interaction sandbox"),
     "profile": ("genpi.profile", "FLOPs, latency and KV-cache bytes saved per turn"),
     "serve": ("genpi.serve.cli", "OpenAI-compatible server that applies internalized prompts"),
-    "export": ("genpi.serve.export", "export adapters for other engines (vLLM)"),
+    "export": ("genpi.serve.export", "export adapters for vLLM, or AgentBench agents for serve"),
 }
 
 
