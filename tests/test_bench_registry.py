@@ -46,3 +46,18 @@ def test_eval_agent_runs_a_harness_and_eval_os_stays_its_alias(tmp_path, capsys)
     for argv in (["eval-agent", "--bench", "os"], ["eval-os"]):
         assert main([*argv, "--data", str(tmp_path), "--oracle", "--rounds", "3"]) == 2
         assert "no problem files" in capsys.readouterr().err
+
+
+def test_mind2web_runs_through_eval_agent(capsys):
+    from pathlib import Path
+
+    from genpi.cli import main
+
+    assert runnable() == ["os", "mind2web"]
+    assert get_harness("mind2web").cli().add_harness_arguments
+    data = Path(__file__).parent / "data" / "mind2web_tiny.json"
+    assert main(["eval-agent", "--bench", "mind2web", "--data", str(data), "--oracle"]) == 0
+    assert '"total": 5, "pass": 3' in capsys.readouterr().out
+    # the OS harness's alias verb does not take mind2web's flags
+    with pytest.raises(SystemExit):
+        main(["eval-os", "--data", str(data), "--oracle", "--top-k", "5"])

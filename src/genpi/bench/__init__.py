@@ -57,7 +57,7 @@ HARNESSES: dict[str, Harness] = {
     for h in (
         Harness("os", "AgentBench OS interaction, each problem in a fresh sandbox", runs=True),
         Harness("webshop", "AgentBench WebShop (reader only: runs in AgentBench)", runs=False),
-        Harness("mind2web", "AgentBench Mind2Web (reader only so far)", runs=False),
+        Harness("mind2web", "AgentBench Web Browsing (Mind2Web multiple choice)", runs=True),
     )
 }
 

@@ -63,12 +63,17 @@ class Step:
     """What the environment made of one reply: the observation to answer with, or the end.
 
     ``status`` None: the episode goes on with ``observation``; ``"completed"``: the agent committed
-    ``answer`` (None for an answer-less finish); ``"invalid_action"``: nothing readable.
+    ``answer`` (None for an answer-less finish); ``"invalid_action"``: nothing readable; a
+    harness may end with a status of its own. ``restart``: instead of an observation, a problem
+    view (an ``id`` and a ``description``) that the agent's next turn starts afresh on,
+    ``agent.begin(restart)`` without the conversation so far (Mind2Web's multiple-choice rounds,
+    each asked on its own as AgentBench does).
     """
 
     status: str | None = None
     answer: str | None = None
     observation: Message | None = None
+    restart: Any = None
 
 
 class Environment(Protocol):
@@ -76,8 +81,10 @@ class Environment(Protocol):
 
     startup_seconds: float
 
-    def reset(self, problem: Any, log: list[dict[str, Any]]) -> None:
-        """Set the problem up before the agent's first turn."""
+    def reset(self, problem: Any, log: list[dict[str, Any]]) -> Step | None:
+        """Set the problem up before the agent's first turn. None: the agent begins on the
+        problem; a Step with ``restart``: it begins on that view instead; with ``status``: the
+        episode ends before any turn (a problem the harness scores without asking)."""
 
     def step(self, problem: Any, reply: str, log: list[dict[str, Any]]) -> Step:
         """Read the agent's reply and carry it out."""
@@ -92,7 +99,7 @@ class Environment(Protocol):
 class Outcome:
     id: str
     result: bool
-    status: str  # completed | invalid_action | round_limit | error
+    status: str  # completed | invalid_action | round_limit | error | a harness's own (reset)
     answer: str | None = None
     rounds: int = 0
     seconds: float = 0.0
@@ -115,22 +122,36 @@ def run_episode(
     """Set the environment up, let the agent act for at most ``max_rounds``, and score it."""
     start = time.monotonic()
     events = transcript if transcript is not None else []
-    env.reset(problem, events)
-    conversation = agent.begin(problem)
-    events.extend({"event": "message", **m} for m in conversation)
+    opening = env.reset(problem, events)
     answer: str | None = None
     status = "round_limit"
     rounds = 0
+    if opening is not None and opening.status is not None:
+        answer, status, max_rounds = opening.answer, opening.status, 0
+    # The agent sees `view` (the problem, or the environment's restated round); the environment
+    # is always given the problem itself.
+    view = opening.restart if opening is not None and opening.restart is not None else problem
+    conversation = agent.begin(view) if max_rounds > 0 else []
+    events.extend({"event": "message", **m} for m in conversation)
     while rounds < max_rounds:
         rounds += 1
-        reply = agent.act(problem, conversation)
+        reply = agent.act(view, conversation)
         conversation.append({"role": "assistant", "content": reply})
         events.append({"event": "message", "role": "assistant", "content": reply})
         step = env.step(problem, reply, events)
         if step.status is not None:
             answer, status = step.answer, step.status
             break
-        if step.observation is not None:
+        if step.restart is not None:
+            view, fresh = step.restart, agent.begin(step.restart)
+            # Only what differs from the last conversation (the prompt's prefix is logged once).
+            same = 0
+            while same < min(len(fresh), len(conversation)) and fresh[same] == conversation[same]:
+                same += 1
+            events.append({"event": "restart", "kept": same})
+            events.extend({"event": "message", **m} for m in fresh[same:])
+            conversation = fresh
+        elif step.observation is not None:
             conversation.append(step.observation)
             events.append({"event": "message", **step.observation})
     result, checks = (False, [])
@@ -214,8 +235,10 @@ def evaluate(
     concurrency: int = 1,
     upper_bound: float | None = None,
     config: dict[str, Any] | None = None,
+    report: Callable[[list[Outcome]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run ``agent`` on every problem, each in a fresh ``open_env()``; resume from ``out_dir``."""
+    """Run ``agent`` on every problem, each in a fresh ``open_env()``; resume from ``out_dir``.
+    ``report``: a harness's own metrics over all outcomes, added to the summary."""
     out = Path(out_dir) if out_dir else None
     outcomes: dict[str, Outcome] = {}
     if out is not None:
@@ -254,6 +277,8 @@ def evaluate(
     summary["problems_per_minute"] = (
         round(60 * len(todo) / summary["seconds"], 2) if todo and summary["seconds"] else None
     )
+    if report is not None:
+        summary.update(report(ordered))
     summary["outcomes"] = [o.to_dict() for o in ordered]
     if out is not None:
         write_atomic(out / "result.json", json.dumps(summary, indent=2) + "\n")
