@@ -44,14 +44,14 @@ def test_train_cli_seed_reaches_the_config():
 
 
 def test_internalize_seeds_flag():
-    from genpi.internalize import _seeds
+    from genpi.internalize import seeds_of
 
-    assert _seeds(argparse.Namespace(seeds=None)) == [0]
-    assert _seeds(argparse.Namespace(seeds="0,1,2")) == [0, 1, 2]
-    assert _seeds(argparse.Namespace(seeds=" 3 , 5 ")) == [3, 5]
+    assert seeds_of(argparse.Namespace(seeds=None)) == [0]
+    assert seeds_of(argparse.Namespace(seeds="0,1,2")) == [0, 1, 2]
+    assert seeds_of(argparse.Namespace(seeds=" 3 , 5 ")) == [3, 5]
     for bad in ("0,x", "1,1", ","):
         with pytest.raises(GenpiError, match="--seeds"):
-            _seeds(argparse.Namespace(seeds=bad))
+            seeds_of(argparse.Namespace(seeds=bad))
 
 
 def test_train_puts_each_seed_in_its_own_directory(tmp_path, tiny_model_dir):

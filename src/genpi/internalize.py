@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,18 @@ PRESETS: dict[str, Preset] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_arguments(parser)
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated training methods (see `genpi train --help`)",
+    )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, compression_default: str = "") -> None:
+    """The flags of one run directory's recipe (models, preset, counts, seeds, inputs, the
+    bill), shared by ``genpi internalize`` and ``genpi grid``; ``compression_default`` names the
+    rates used when --compression is not given."""
     parser.add_argument("prompt", help="prompt file to internalize (text, JSON or YAML)")
     parser.add_argument("--out", required=True, help="run directory (resumed when it exists)")
     parser.add_argument("--model", default=None, help="target model (default: smollm2-135m)")
@@ -66,11 +79,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--generator", default=None, help="model that writes inputs and reasons (default: --model)"
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="paper")
-    parser.add_argument(
-        "--methods",
-        default=None,
-        help="comma-separated training methods (see `genpi train --help`)",
-    )
     parser.add_argument("--n", type=int, default=None, help="number of pseudo inputs")
     parser.add_argument("--max-turns", type=int, default=None, help="agent turns per conversation")
     parser.add_argument(
@@ -111,7 +119,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compression",
         default=None,
-        help="LLMLingua rates for the text-compression baseline, comma-separated; 'none' to skip",
+        help="LLMLingua rates for the text-compression baseline, comma-separated; 'none' to skip"
+        + (f" (default: {compression_default})" if compression_default else ""),
     )
     parser.add_argument(
         "--force", action="store_true", help="reuse a run dir made for another prompt"
@@ -138,7 +147,7 @@ def _methods(args: argparse.Namespace, preset: Preset) -> list[str]:
     return methods
 
 
-def _seeds(args: argparse.Namespace) -> list[int]:
+def seeds_of(args: argparse.Namespace) -> list[int]:
     text = getattr(args, "seeds", None)
     if text is None:
         return [0]
@@ -151,9 +160,10 @@ def _seeds(args: argparse.Namespace) -> list[int]:
     return seeds
 
 
-def _compression(args: argparse.Namespace, preset: Preset) -> list[float]:
+def rates_of(args: argparse.Namespace, default: Sequence[float]) -> list[float]:
+    """The LLMLingua rates of --compression (``default`` when it is not given)."""
     if args.compression is None:
-        return list(preset.compression)
+        return list(default)
     if args.compression.strip().lower() == "none":
         return []
     try:
@@ -164,33 +174,36 @@ def _compression(args: argparse.Namespace, preset: Preset) -> list[float]:
         ) from None
 
 
+# (method, adapter directory) of one training run: what the bill counts, finished ones left out.
+TrainingRun = tuple[str, Path]
+
+
 def _plan(
     args: argparse.Namespace,
     preset_name: str,
     synth_config: Any,
-    methods: list[str],
-    rates: list[float],
+    runs: Sequence[TrainingRun],
+    eval_systems: int,
     prompt_tokens: int,
     input_tokens: int,
     max_turns: int | None,
     out: Path,
 ) -> Any:
-    """What ``internalize`` will run under a preset, for the estimate (finished parts skipped)."""
+    """What the recipe will run under a preset, for the estimate (finished parts skipped)."""
     from genpi.data import load_examples
     from genpi.estimate import RunPlan
     from genpi.evaluate.inputs import read_inputs
     from genpi.llm.refs import parse_backend_ref
     from genpi.train import make_config
     from genpi.train.methods import get_method
-    from genpi.train.trainer import adapter_dir, is_finished
+    from genpi.train.trainer import is_finished
 
     preset = PRESETS[preset_name]
     overrides = {}
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
     done = len(load_examples(out)) if (out / "inputs.jsonl").exists() else 0
-    seeds = _seeds(args)
-    todo = [m for m in methods for s in seeds if not is_finished(adapter_dir(out, m, s))]
+    todo = [method for method, path in runs if not is_finished(path)]
     heldout = round(synth_config.n * synth_config.heldout_fraction)
     extra = len(read_inputs(args.eval_inputs)) if args.eval_inputs else 0
     return RunPlan(
@@ -203,9 +216,9 @@ def _plan(
         # A remote generator's time is not this machine's: it is left out of the estimate.
         local_generator=parse_backend_ref(args.generator).kind == "local",
         inputs_todo=max(synth_config.n - done, 0),
-        eval_systems=2 + len(methods) * len(seeds) + len(rates),
+        eval_systems=eval_systems,
         eval_items=heldout + extra,
-        eval_max_new_tokens=args.max_new_tokens or preset.eval_max_new_tokens,
+        eval_max_new_tokens=eval_max_new_tokens(args, preset),
     )
 
 
@@ -214,12 +227,13 @@ def print_bill(
     prompt: Any,
     preset: Preset,
     synth_config: Any,
-    methods: list[str],
-    rates: list[float],
+    runs: Sequence[TrainingRun],
+    eval_systems: int,
     backend: Any,
     out: Path,
 ) -> None:
-    """Know the bill before paying it: a short probe on this machine, then each stage's time."""
+    """Know the bill before paying it: a short probe on this machine, then each stage's time.
+    ``runs``: every training run of the recipe; ``eval_systems``: how many systems it evaluates."""
     from genpi.estimate import (
         estimate_run,
         human,
@@ -239,7 +253,7 @@ def print_bill(
     prompt_tokens = max(len(backend.encode(c)) for c in probe_conversations)
     input_tokens = max(len(backend.tokenizer(x)["input_ids"]) for x in demos)
     lengths = (prompt_tokens, input_tokens, prompt.max_turns, out)
-    plan = _plan(args, args.preset, synth_config, methods, rates, *lengths)
+    plan = _plan(args, args.preset, synth_config, runs, eval_systems, *lengths)
     if not plan.inputs_todo and not plan.methods:
         return  # synthesis and training are done: what is left reuses cached answers
     started = time.monotonic()
@@ -261,7 +275,7 @@ def print_bill(
         from genpi.synth.config import SynthConfig
 
         quick_synth = SynthConfig.preset(PRESETS["quick"].synth_preset)
-        quick = _plan(args, "quick", quick_synth, methods, rates, *lengths)
+        quick = _plan(args, "quick", quick_synth, runs, eval_systems, *lengths)
         print(
             f"That is {human(estimate.total)} on a CPU. `--preset quick` would take about "
             f"{human(estimate_run(quick, generation, training).total)}; fewer inputs (--n) or "
@@ -270,32 +284,13 @@ def print_bill(
         )
 
 
-def main(args: argparse.Namespace) -> int:
-    from genpi.data import load_examples
-    from genpi.evaluate.compare import compare
-    from genpi.evaluate.run import evaluate, format_summary
-    from genpi.llm import load_backend, parse_backend_ref
-    from genpi.models import DEFAULT_MODEL
-    from genpi.prompt import load_prompt
+# -- the stages, shared by `genpi internalize` and `genpi grid` ----------------------------------
+
+
+def synth_config_of(args: argparse.Namespace, preset: Preset) -> Any:
+    """The synthesis config of a preset with the flags on top, checked before any work."""
     from genpi.synth.config import SynthConfig
-    from genpi.synth.inputs import read_seed_inputs
-    from genpi.synth.pipeline import check_context, synthesize
-    from genpi.train import make_config, train
 
-    preset = PRESETS[args.preset]
-    prompt = load_prompt(args.prompt)
-    methods = _methods(args, preset)
-    seeds = _seeds(args)
-    rates = _compression(args, preset)
-    model_ref = args.model or DEFAULT_MODEL
-    generator_ref = args.generator or model_ref
-    out = Path(args.out)
-    started = time.monotonic()
-
-    def stage(title: str) -> None:
-        print(f"\n== {title} ({time.monotonic() - started:.0f} s)", flush=True)
-
-    stage(f"1/4 synthesis: {prompt.name!r} on {model_ref}")
     synth_settings: dict[str, Any] = {}
     for key in ("n", "max_turns", "heldout_fraction"):
         if getattr(args, key, None) is not None:
@@ -314,14 +309,40 @@ def main(args: argparse.Namespace) -> int:
         raise GenpiError(
             "--heldout-fraction 0 leaves nothing to evaluate on: give --eval-inputs FILE too"
         )
+    return synth_config
+
+
+def synthesis_stage(
+    args: argparse.Namespace,
+    prompt: Any,
+    preset: Preset,
+    synth_config: Any,
+    *,
+    model_ref: str,
+    generator_ref: str,
+    out: Path,
+    runs: Sequence[TrainingRun],
+    eval_systems: int,
+    backends: tuple[Any, Any] | None = None,
+) -> bool:
+    """Stage 1: check the context, load the models (or use ``backends``: target, generator),
+    print the bill, synthesize (resuming). False: --estimate-only, stopped after the bill."""
+    from genpi.llm import load_backend, parse_backend_ref
+    from genpi.synth.inputs import read_seed_inputs
+    from genpi.synth.pipeline import check_context, synthesize
+
     # Before hours of work: a prompt the target model (or a local generator) cannot hold.
     check_context(prompt, model_ref, generator_ref, synth_config, model=True, generator=True)
-    model_backend = load_backend(model_ref)
-    generator_backend = model_backend if generator_ref == model_ref else load_backend(generator_ref)
+    if backends is None:
+        model_backend = load_backend(model_ref)
+        same = generator_ref == model_ref
+        generator_backend = model_backend if same else load_backend(generator_ref)
+    else:
+        model_backend, generator_backend = backends
     if not args.no_estimate:
-        print_bill(args, prompt, preset, synth_config, methods, rates, model_backend, out)
+        print_bill(args, prompt, preset, synth_config, runs, eval_systems, model_backend, out)
         if args.estimate_only:
-            return 0
+            return False
     synthesize(
         prompt,
         out,
@@ -336,37 +357,126 @@ def main(args: argparse.Namespace) -> int:
         generator_name=parse_backend_ref(generator_ref).name,
         print_report=True,
     )
-    del model_backend, generator_backend  # free the weights before training loads its own copy
-    # Checked before training, which can take hours, not after it.
+    return True
+
+
+def require_heldout(args: argparse.Namespace, out: Path, synth_config: Any) -> bool:
+    """Whether the run has held-out inputs; none and no --eval-inputs is refused (checked
+    before training, which can take hours, not after it)."""
+    from genpi.data import load_examples
+
     heldout = bool(load_examples(out, split="heldout"))
     if not heldout and not args.eval_inputs:
         raise GenpiError(
             f"{out} has no held-out inputs to evaluate on (the split kept none of {synth_config.n}): "
             "give --eval-inputs FILE, a larger --n, or a larger heldout_fraction"
         )
+    return heldout
 
-    adapters = []
-    runs = [(method, seed) for method in methods for seed in seeds]
-    for i, (method, seed) in enumerate(runs, 1):
-        stage(f"2/4 training {i}/{len(runs)}: {method}" + (f" (seed {seed})" if seed else ""))
-        overrides: dict[str, Any] = {"seed": seed}
-        if args.max_steps is not None:
-            overrides["max_steps"] = args.max_steps
-        config = make_config(preset.train_preset, **overrides)
-        # Each seed in a directory of its own (seed 0 where a one-seed run always put it).
-        adapters.append(train(out, method, config, model_ref=model_ref))
 
-    sets = ["held-out inputs"] * heldout + [str(args.eval_inputs)] * bool(args.eval_inputs)
-    stage(f"3/4 evaluation: {' and '.join(sets)}")
-    summaries = evaluate(
+def train_config_of(args: argparse.Namespace, preset: Preset, seed: int, **fields: Any) -> Any:
+    """The training config of every method of a run: the preset's, --max-steps, the seed, and
+    ``fields`` (a grid cell's own settings, such as lam or prepend_prob)."""
+    from genpi.train import make_config
+
+    overrides: dict[str, Any] = {"seed": seed, **fields}
+    if args.max_steps is not None:
+        overrides["max_steps"] = args.max_steps
+    return make_config(preset.train_preset, **overrides)
+
+
+def eval_max_new_tokens(args: argparse.Namespace, preset: Preset) -> int:
+    return args.max_new_tokens or preset.eval_max_new_tokens
+
+
+def evaluation_stage(
+    args: argparse.Namespace,
+    preset: Preset,
+    out: Path,
+    *,
+    prompt: Any,
+    model_ref: str,
+    adapters: Sequence[Path],
+    heldout: bool,
+    rates: Sequence[float],
+) -> list[dict[str, Any]]:
+    """Stage 3: every system on the held-out inputs and --eval-inputs (cached answers reused)."""
+    from genpi.evaluate.run import evaluate
+
+    return evaluate(
         out,
         prompt=prompt,
         model=model_ref,
-        adapters=adapters,
+        adapters=list(adapters),
         inputs=args.eval_inputs,
         heldout=heldout,
-        compression=rates,
-        max_new_tokens=args.max_new_tokens or preset.eval_max_new_tokens,
+        compression=list(rates),
+        max_new_tokens=eval_max_new_tokens(args, preset),
+    )
+
+
+def evaluation_sets(args: argparse.Namespace, heldout: bool) -> str:
+    sets = ["held-out inputs"] * heldout + [str(args.eval_inputs)] * bool(args.eval_inputs)
+    return " and ".join(sets)
+
+
+def main(args: argparse.Namespace) -> int:
+    from genpi.evaluate.compare import compare
+    from genpi.evaluate.run import format_summary
+    from genpi.models import DEFAULT_MODEL
+    from genpi.prompt import load_prompt
+    from genpi.train import train
+    from genpi.train.trainer import adapter_dir
+
+    preset = PRESETS[args.preset]
+    prompt = load_prompt(args.prompt)
+    methods = _methods(args, preset)
+    seeds = seeds_of(args)
+    rates = rates_of(args, preset.compression)
+    model_ref = args.model or DEFAULT_MODEL
+    generator_ref = args.generator or model_ref
+    out = Path(args.out)
+    started = time.monotonic()
+
+    def stage(title: str) -> None:
+        print(f"\n== {title} ({time.monotonic() - started:.0f} s)", flush=True)
+
+    stage(f"1/4 synthesis: {prompt.name!r} on {model_ref}")
+    synth_config = synth_config_of(args, preset)
+    # Each seed in a directory of its own (seed 0 where a one-seed run always put it).
+    runs = [(method, seed) for method in methods for seed in seeds]
+    paths = [(method, adapter_dir(out, method, seed)) for method, seed in runs]
+    go_on = synthesis_stage(
+        args,
+        prompt,
+        preset,
+        synth_config,
+        model_ref=model_ref,
+        generator_ref=generator_ref,
+        out=out,
+        runs=paths,
+        eval_systems=2 + len(runs) + len(rates),
+    )
+    if not go_on:
+        return 0
+    heldout = require_heldout(args, out, synth_config)
+
+    adapters = []
+    for i, (method, seed) in enumerate(runs, 1):
+        stage(f"2/4 training {i}/{len(runs)}: {method}" + (f" (seed {seed})" if seed else ""))
+        config = train_config_of(args, preset, seed)
+        adapters.append(train(out, method, config, model_ref=model_ref))
+
+    stage(f"3/4 evaluation: {evaluation_sets(args, heldout)}")
+    summaries = evaluation_stage(
+        args,
+        preset,
+        out,
+        prompt=prompt,
+        model_ref=model_ref,
+        adapters=adapters,
+        heldout=heldout,
+        rates=rates,
     )
     for summary in summaries:
         print(format_summary(summary))
