@@ -713,6 +713,7 @@ def run_inputs(
     k = items_per_request(config, [*demos, *seeds])
     next_index = _next_index(existing)
     kept = len(existing)
+    on_disk = len(existing)  # the records in inputs.jsonl: kept counts a batch's before they are
     guard = GuardedBackend(
         generator, "inputs", max_consecutive_failures=config.max_consecutive_failures
     )
@@ -734,7 +735,7 @@ def run_inputs(
         total = log.totals()
         total.update(
             target=config.n,
-            total_kept=len(run.read("inputs")),
+            total_kept=on_disk,
             teacher_check=mode,
             items_per_request=k,
         )
@@ -869,7 +870,7 @@ def run_inputs(
                     }
                 )
                 in_flight = 0
-                writer.write(records)
+                on_disk += writer.write(records)
                 bar.update(len(records))
                 run.update_manifest("inputs", run_stats())
     except StageAborted:
