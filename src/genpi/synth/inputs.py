@@ -713,7 +713,7 @@ def run_inputs(
     k = items_per_request(config, [*demos, *seeds])
     next_index = _next_index(existing)
     kept = len(existing)
-    on_disk = len(existing)  # the records in inputs.jsonl: kept counts a batch's before they are
+    on_disk = len(existing)  # records in inputs.jsonl (kept also counts those not yet written)
     guard = GuardedBackend(
         generator, "inputs", max_consecutive_failures=config.max_consecutive_failures
     )
