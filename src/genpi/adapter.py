@@ -8,9 +8,18 @@ An adapter directory holds
 - ``prompt.json``: the prompt it internalizes.
 
 This module owns adapters end to end: checking a directory (``check_adapter_files``,
-``check_adapter``), attaching it to a loaded model (``attach_adapter``), and building a random one
-whose cost is a trained adapter's (``random_lora``, ``make_random_adapter``: the profile's cost
-measurement, benchmarks and tests).
+``check_adapter``), attaching it to a loaded model (``attach_adapter``), running a soft prompt
+(``soft_prompt``, ``token_logits``), and building a random one whose cost is a trained adapter's
+(``random_lora``, ``make_random_adapter``: the profile's cost measurement, benchmarks and tests).
+
+A soft prompt (``genpi train --method soft-prompt``: PEFT prompt tuning) is a LoRA's sibling with
+other rules. PEFT holds adapters of one type per ``PeftModel``, so a LoRA and a soft prompt on one
+base model need two (``attach_adapter`` refuses the mix; ``genpi eval`` keeps one per type). Its
+forward prepends the virtual tokens, so logits have that many more positions than the input
+(``token_logits`` drops them: the trainer and eval's NLL). Its ``generate`` is not used: PEFT 0.21
+looks for the KV cache under transformers 4's name (``past_key_values``, now ``cache``), finds none
+and inserts the virtual tokens again at every step; the local backend instead runs the causal LM
+under it with the virtual tokens as a cached prefix (``soft_prompt``).
 """
 
 from __future__ import annotations
@@ -205,9 +214,75 @@ def attach_adapter(model: Any, adapter_dir: str | Path, *, name: str = "default"
     from peft import PeftModel
 
     if isinstance(model, PeftModel):
+        kind, held = adapter_type(adapter_dir), _type_name(model.peft_type)
+        if kind != held:
+            raise AdapterError(
+                f"adapter {str(adapter_dir)!r} is a {kind} adapter and PEFT holds one adapter type "
+                f"per model, here {held}: attach it to the base model instead (a second PEFT model "
+                "on the same weights, as genpi eval does)"
+            )
         model.load_adapter(str(adapter_dir), adapter_name=name)
         return model.eval()
     return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name).eval()
+
+
+def adapter_type(adapter_dir: str | Path) -> str:
+    """The PEFT type an adapter directory holds: ``LORA``, ``PROMPT_TUNING`` (a soft prompt)..."""
+    path = Path(adapter_dir) / CONFIG_FILE
+    kind = _read_json_file(path).get("peft_type")
+    if not isinstance(kind, str):
+        raise AdapterError(f"adapter file {str(path)!r} names no peft_type: {RESTORE}")
+    return kind
+
+
+def _type_name(peft_type: Any) -> str:
+    return str(getattr(peft_type, "value", peft_type))  # PeftType.LORA -> "LORA"
+
+
+# The prompt-learning type genpi trains (--method soft-prompt): virtual tokens that are input
+# embeddings (prefix tuning's are keys and values in every layer, another way to run them).
+SOFT_PROMPT_TYPES = ("PROMPT_TUNING",)
+
+
+@dataclass
+class SoftPrompt:
+    """The active soft prompt of a ``PeftModel``: run ``lm`` on ``embeds`` followed by the input
+    tokens' embeddings, at positions counted from the first virtual token."""
+
+    lm: Any  # the causal LM under the PEFT wrapper
+    embeds: Any  # [1, virtual tokens, hidden] input embeddings
+
+
+def soft_prompt(model: Any) -> SoftPrompt | None:
+    """The soft prompt ``model`` puts before every input, or None: not a ``PeftModel``, a LoRA
+    one, or its adapter disabled (``disable_adapter``)."""
+    config = getattr(model, "active_peft_config", None)
+    # PEFT's disable_adapter sets this flag for every adapter type (and swaps the prompt-learning
+    # forward for the base model's).
+    if config is None or not config.is_prompt_learning or getattr(model, "_adapters_disabled", 0):
+        return None
+    kind = _type_name(config.peft_type)
+    if kind not in SOFT_PROMPT_TYPES:
+        raise AdapterError(
+            f"a {kind} adapter is not supported: genpi runs LoRA adapters and soft prompts "
+            f"({', '.join(SOFT_PROMPT_TYPES)}); retrain it with genpi train --method soft-prompt"
+        )
+    import torch
+
+    lm = model.get_base_model()
+    with torch.inference_mode():
+        embeds = model.get_prompt(batch_size=1)
+    return SoftPrompt(lm=lm, embeds=embeds.to(lm.get_input_embeddings().weight.dtype))
+
+
+def token_logits(logits: Any, n_tokens: int) -> Any:
+    """The logits [B, n_tokens, V] of the ``n_tokens`` input positions: a soft prompt's forward
+    prepends its virtual tokens' positions (``logits`` is then longer), which are dropped; without
+    one this is ``logits`` itself. The one place that knows where PEFT puts them."""
+    extra = logits.shape[1] - n_tokens
+    if extra < 0:
+        raise ValueError(f"{logits.shape[1]} positions of logits for {n_tokens} input tokens")
+    return logits[:, extra:]
 
 
 def random_lora(model: Any, *, rank: int, seed: int) -> Any:

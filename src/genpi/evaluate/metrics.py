@@ -8,7 +8,9 @@
   averaged over items;
 - teacher-forced NLL: mean negative log-likelihood per token of the teacher's answer (with the
   chat template's end-of-turn token) given the system's view of the conversation: the training
-  loss on the training encoding (``genpi.encoding``, ``genpi.train.losses.nll_sum``);
+  loss on the training encoding (``genpi.encoding``, ``genpi.train.losses.nll_sum``); a soft
+  prompt's virtual tokens are in front of the context, their positions dropped from the logits
+  (``genpi.adapter.token_logits``, as in training);
 - normalised score: score / the upper bound's score (the paper's Table 1); for NLL, where lower
   is better, upper_nll / nll, so 1.0 means "as likely as under the teacher" for every metric.
 """
@@ -148,6 +150,7 @@ def _sample_nll(
     by every item of a system), so only the rest is run."""
     import torch
 
+    from genpi.adapter import token_logits
     from genpi.train.losses import nll_sum
 
     # Tokens after the answer (the template's newline after its end-of-turn token) predict
@@ -179,6 +182,7 @@ def _sample_nll(
             ).logits
         else:
             logits = model(input_ids=torch.tensor([ids], device=device)).logits
+        logits = token_logits(logits, len(ids) - start)
         # Labels are aligned with the tokens run: the label at ``start`` is context (start < first).
         total, count = nll_sum(logits, torch.tensor([labels[start:]], device=device))
     return float(total) / int(count) if int(count) else None
@@ -191,11 +195,14 @@ def teacher_forced_nlls(
     answers: Sequence[str],
 ) -> list[float | None]:
     """``teacher_forced_nll`` of every item, the contexts' shared prefix (the prompt) run once."""
+    from genpi.adapter import soft_prompt
     from genpi.llm.local import SHARED_PREFIX_MIN_TOKENS, SharedPrefix, shared_prefix_length
 
     samples = [encode_reply(tokenizer, c, a) for c, a in zip(conversations, answers, strict=True)]
     prefix = None
-    if len(samples) > 1:
+    # A soft prompt's forward puts its virtual tokens before whatever it is given, a cached
+    # prefix's continuation included: no prefix then (its contexts hold no prompt to share).
+    if len(samples) > 1 and soft_prompt(model) is None:
         contexts = [s.input_ids[: first_target(s)] for s in samples]
         length = shared_prefix_length(contexts)
         if length >= SHARED_PREFIX_MIN_TOKENS:

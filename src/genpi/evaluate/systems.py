@@ -5,8 +5,11 @@
 - one system per adapter, without the prompt;
 - ``compressed-<rate>``: the model with the LLMLingua-compressed prompt in place of the prompt.
 
-``ModelHost`` loads the base model once; adapters are added to one PEFT model by name and
-switched with ``set_adapter``; systems without an adapter run under ``disable_adapter``.
+``ModelHost`` loads the base model once. PEFT holds one adapter type per ``PeftModel``, so it
+keeps one per type, each wrapping the same base model: the LoRA adapters in one, switched by name
+with ``set_adapter``, the soft prompts (prompt tuning) in another. LoRA layers live inside the base
+model's modules, so every system but a LoRA one runs with them disabled: the base model, the
+upper bound and a soft prompt see the base weights.
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ class ModelHost:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.peft: Any = None  # the PEFT wrapper, created with the first adapter
+        self.pefts: dict[str, Any] = {}  # adapter type -> its PEFT wrapper of ``model``
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -126,24 +129,25 @@ class ModelHost:
         """A ``LocalBackend`` that runs ``system`` (its adapter on, or every adapter off)."""
         from genpi.llm.local import LocalBackend
 
-        if system.adapter is None:
-            if self.peft is None:
-                yield LocalBackend(
-                    self.model, self.tokenizer, name=system.name, batch_size=self.batch_size
-                )
-            else:
-                with self.peft.disable_adapter():
-                    yield LocalBackend(
-                        self.peft, self.tokenizer, name=system.name, batch_size=self.batch_size
-                    )
-            return
-        name = self.adapter_name(system)
-        if self.peft is None or name not in self.peft.peft_config:
-            from genpi.adapter import attach_adapter
+        model = self.model
+        if system.adapter is not None:
+            name = self.adapter_name(system)
+            held = [p for p in self.pefts.values() if name in p.peft_config]
+            model = held[0] if held else self._attach(system.adapter, name)
+            model.set_adapter(name)
+            model.eval()
+        with contextlib.ExitStack() as stack:
+            for peft in self.pefts.values():
+                if peft is not model and not peft.active_peft_config.is_prompt_learning:
+                    stack.enter_context(peft.disable_adapter())
+            yield LocalBackend(model, self.tokenizer, name=system.name, batch_size=self.batch_size)
 
-            # The first adapter wraps the base model; the next ones join that PEFT model.
-            target = self.model if self.peft is None else self.peft
-            self.peft = attach_adapter(target, system.adapter, name=name)
-        self.peft.set_adapter(name)
-        self.peft.eval()
-        yield LocalBackend(self.peft, self.tokenizer, name=system.name, batch_size=self.batch_size)
+    def _attach(self, adapter: str, name: str) -> Any:
+        """The PEFT model of the adapter's type, with the adapter added under ``name``."""
+        from genpi.adapter import adapter_type, attach_adapter, check_adapter_files
+
+        check_adapter_files(adapter)  # before its config is read for the type
+        kind = adapter_type(adapter)
+        # The first adapter of a type wraps the base model; the next ones join it.
+        self.pefts[kind] = attach_adapter(self.pefts.get(kind, self.model), adapter, name=name)
+        return self.pefts[kind]

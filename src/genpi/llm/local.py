@@ -1,5 +1,10 @@
 """Local transformers backend: batched, left-padded generation with the KV cache, running a
-prefix that every conversation of a call shares (the prompt) once."""
+prefix that every conversation of a call shares (the prompt) once.
+
+A soft-prompt adapter (PEFT prompt tuning) is run as such a prefix: its virtual tokens, then the
+shared tokens, go into the KV cache once, and the causal LM under the PEFT wrapper continues from
+there (``genpi.adapter.soft_prompt`` says why PEFT's own ``generate`` is not used).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genpi.adapter import SoftPrompt, soft_prompt
 from genpi.encoding import encode_chat
 from genpi.llm.base import (
     GREEDY,
@@ -106,7 +112,8 @@ class LocalBackend:
         results: list[Generation | None] = [None] * len(encoded)
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        for rows, prefix in self._prefix_groups(encoded):
+        soft = soft_prompt(self.model)
+        for rows, prefix in self._prefix_groups(encoded, soft):
             rows.sort(key=lambda i: len(encoded[i]))  # less padding per batch
             for start in range(0, len(rows), self.batch_size):
                 idx = rows[start : start + self.batch_size]
@@ -116,12 +123,19 @@ class LocalBackend:
         return [r for r in results if r is not None]
 
     def _prefix_groups(
-        self, encoded: list[list[int]]
+        self, encoded: list[list[int]], soft: SoftPrompt | None = None
     ) -> Iterator[tuple[list[int], SharedPrefix | None]]:
         """Rows grouped by the prompt they start with, each group with its shared prefix run
-        once (None where no prefix is worth it: a lone row, short sequences, sharing off)."""
+        once (None where no prefix is worth it: a lone row, short sequences, sharing off).
+        With a soft prompt every group has a prefix: the virtual tokens, then any shared tokens."""
+
+        def prefix(tokens: list[int]) -> SharedPrefix | None:
+            if soft is not None:
+                return SharedPrefix.after_soft_prompt(soft, tokens)
+            return SharedPrefix.compute(self.model, tokens) if tokens else None
+
         if self.min_shared_prefix is None:
-            yield list(range(len(encoded))), None
+            yield list(range(len(encoded))), prefix([])
             return
         key_len = self.min_shared_prefix
         groups: dict[tuple[int, ...] | None, list[int]] = {}
@@ -134,32 +148,36 @@ class LocalBackend:
                 unshared.extend(rows)
                 continue
             length = shared_prefix_length([encoded[i] for i in rows])
-            yield rows, SharedPrefix.compute(self.model, encoded[rows[0]][:length])
+            yield rows, prefix(encoded[rows[0]][:length])
         if unshared:
-            yield unshared, None
+            yield unshared, prefix([])
 
     def _generate_batch(
         self, batch: list[list[int]], params: SamplingParams, prefix: SharedPrefix | None = None
     ) -> list[Generation]:
         import torch
 
+        virtual = prefix.virtual if prefix is not None else 0
+        # A soft prompt's virtual tokens are in the prefix's cache: the causal LM under the PEFT
+        # wrapper continues it (the wrapper's generate would insert them again).
+        model = self.model.get_base_model() if virtual else self.model
         tok = self.tokenizer
         pad = tok.pad_token_id
-        device = next(self.model.parameters()).device
+        device = next(model.parameters()).device
         shared = prefix.tokens if prefix is not None else []
-        # Layout per row: [shared prefix][padding][own suffix]. The attention mask hides the
-        # padding and generate's positions (cumsum of the mask) continue from the prefix, so
-        # each row sees exactly its own token sequence at its own positions.
+        # Layout per row: [virtual tokens][shared prefix][padding][own suffix]. The prefix
+        # (virtual tokens included) is in the cache, so its ids are never read: the virtual
+        # tokens' are placeholders. The attention mask hides the padding and generate's
+        # positions (cumsum of the mask) continue from the prefix, so each row sees exactly its
+        # own sequence at its own positions.
+        head = [pad] * virtual + shared
         suffixes = [ids[len(shared) :] for ids in batch]
-        width = len(shared) + max(len(s) for s in suffixes)
+        width = len(head) + max(len(s) for s in suffixes)
         input_ids = torch.tensor(
-            [shared + [pad] * (width - len(shared) - len(s)) + s for s in suffixes]
+            [head + [pad] * (width - len(head) - len(s)) + s for s in suffixes]
         )
         attention = torch.tensor(
-            [
-                [1] * len(shared) + [0] * (width - len(shared) - len(s)) + [1] * len(s)
-                for s in suffixes
-            ]
+            [[1] * len(head) + [0] * (width - len(head) - len(s)) + [1] * len(s) for s in suffixes]
         )
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
@@ -176,10 +194,10 @@ class LocalBackend:
         if prefix is not None:
             kwargs["cache"] = prefix.cache_for(len(batch))
         with torch.inference_mode():
-            out = self.model.generate(
+            out = model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
             )
-        end_ids = eos_ids(self.model, tok)
+        end_ids = eos_ids(model, tok)
         generations = []
         for row, ids in zip(out[:, width:].tolist(), batch, strict=True):
             n = len(row)
@@ -213,6 +231,7 @@ class SharedPrefix:
 
     tokens: list[int]
     cache: Any
+    virtual: int = 0  # a soft prompt's virtual tokens before ``tokens`` (in the cache too)
 
     @classmethod
     def compute(cls, model: Any, tokens: list[int]) -> SharedPrefix:
@@ -222,6 +241,21 @@ class SharedPrefix:
         with torch.inference_mode():
             out = model(input_ids=torch.tensor([tokens], device=device), use_cache=True)
         return cls(tokens=list(tokens), cache=out.cache)
+
+    @classmethod
+    def after_soft_prompt(cls, soft: SoftPrompt, tokens: list[int]) -> SharedPrefix:
+        """The cache of a soft prompt's virtual tokens followed by ``tokens`` (maybe none), run
+        on the causal LM at positions from 0: what PEFT's forward computes for them."""
+        import torch
+
+        lm = soft.lm
+        embeds = soft.embeds
+        if tokens:
+            ids = torch.tensor([tokens], device=embeds.device)
+            embeds = torch.cat([embeds, lm.get_input_embeddings()(ids)], dim=1)
+        with torch.inference_mode():
+            out = lm(inputs_embeds=embeds, use_cache=True)
+        return cls(tokens=list(tokens), cache=out.cache, virtual=soft.embeds.shape[1])
 
     def cache_for(self, rows: int) -> Any:
         """A fresh cache of ``rows`` copies of the prefix: generate extends it in place, and
