@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
+from genpi.adapter import token_logits
 from genpi.train import hidden as hs
 from genpi.train.config import TrainConfig
 from genpi.train.losses import (
@@ -103,8 +104,8 @@ class GenpiTrainer(Trainer):
         ids = inputs[f"{stream}_input_ids"]
         mask = inputs[f"{stream}_attention_mask"]
         self.tokens_seen[stream] = self.tokens_seen.get(stream, 0) + int(mask.sum())
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        return logits[:, -ids.shape[1] :]  # prompt tuning prepends virtual-token positions
+        # A soft prompt (prompt tuning) prepends its virtual tokens' positions: dropped.
+        return token_logits(model(input_ids=ids, attention_mask=mask).logits, ids.shape[1])
 
     def _teacher_logits(self, model: Any, inputs: dict[str, Any]) -> Any:
         with torch.no_grad():
