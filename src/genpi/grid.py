@@ -1,0 +1,502 @@
+"""``genpi grid``: the paper's experiments as one reproducible grid.
+
+Run as: genpi grid PROMPT --out runs/grid --grid table1 --seeds 0,1,2 \
+    [--bench os --bench-data ../shared/agentbench/os_interaction]
+
+One synthesis (``genpi internalize``'s stage 1, resumed), then every cell of the chosen tables
+trained with the same budget (the preset's training config and --max-steps; a cell changes only
+its method and its own fields, such as λ or the prepend probability), every system evaluated on
+the same inputs in one ``genpi eval`` run, and each table written normalised to the upper bound
+as the paper's Table 1 is: ``RUN_DIR/grid-<GRID>.md``, ``.json`` and ``.png`` (the PNG needs
+matplotlib, the ``genpi[eval]`` extra). With ``--bench os`` the upper bound, the base model and
+every adapter also run the benchmark harness (``genpi eval-agent``), and its success rate joins
+the table, with the oracle agent's as the harness's ceiling.
+
+The grids are data (``TABLE1``, ``ABLATIONS``, ``LAMBDA``): a row is a label and a system: the
+upper bound, the base model, LLMLingua at each rate, or a cell (a method plus config fields)
+whose adapter directory is named after the fields it changes (``prepend-p0.5``, ``genpi-lam0.3``;
+a field at the preset's value adds nothing, so λ 0.7 is the ``genpi`` cell of Table 1).
+
+Resuming: a re-run trains nothing finished (``genpi train`` returns a finished adapter as is),
+reuses every cached answer and every finished benchmark problem. A cell that fails (training,
+evaluation or the benchmark) is marked in the table with its error, the traceback is kept in
+``RUN_DIR/grid/errors/``, and the other cells go on; a re-run tries failed cells again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genpi.errors import GenpiError
+from genpi.grid_report import COMPRESSED, UPPER, RowSpec
+
+BASE = "base"
+ADAPTER = "adapter"
+# The λ of the sweep (the paper chose 0.7 on Web Shopping).
+LAMBDAS = (0.0, 0.3, 0.5, 0.7, 0.9, 1.0)
+# Short names of the config fields a cell sets, for its adapter's directory name.
+SHORT = {"lam": "lam", "prepend_prob": "p"}
+
+
+# -- the grids, as data --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A trained system of the grid: a method and the config fields it sets."""
+
+    method: str
+    fields: tuple[tuple[str, Any], ...] = ()
+
+    def name(self, base: Any) -> str:
+        """Its adapter's name: the method, then each field whose value is not ``base``'s (the
+        run's training config), so cells of one setting share one adapter."""
+        parts = [self.method]
+        for key, value in self.fields:
+            if getattr(base, key) != value:
+                shown = f"{value:g}" if isinstance(value, float) else str(value)
+                parts.append(f"{SHORT.get(key, key)}{shown}")
+        return "-".join(parts)
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    kind: str  # upper_bound | base | compressed (one row per rate) | adapter
+    cell: Cell | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    title: str
+    rows: tuple[Row, ...]
+
+
+def _adapter(label: str, method: str, **fields: Any) -> Row:
+    return Row(label, ADAPTER, Cell(method, tuple(fields.items())))
+
+
+TABLE1 = Table(
+    "table1",
+    "Table 1",
+    (
+        Row("upper bound (prompt given)", UPPER),
+        Row("base model (no prompt)", BASE),
+        _adapter("prompt prepending, 100%", "prepend", prepend_prob=1.0),
+        _adapter("prompt prepending, 50%", "prepend", prepend_prob=0.5),
+        Row("LLMLingua", COMPRESSED),
+        _adapter("soft prompt (prompt tuning)", "soft-prompt"),
+        _adapter("KLD", "kld"),
+        _adapter("SeqKD", "seqkd"),
+        _adapter("SeqKD+KLD", "seqkd-kld"),
+        _adapter("only SFT", "sft"),
+        _adapter("GenPI", "genpi"),
+    ),
+)
+
+
+def _ablations() -> Table:
+    """Tables 2-3 from the method registry (its ablation rows, in its order)."""
+    from genpi.train.methods import ablations, get_method
+
+    rows = [_adapter(get_method(m).paper_row, m) for m in ablations()]
+    return Table("ablations", "Tables 2-3 (ablations)", tuple(rows))
+
+
+ABLATIONS = _ablations()
+LAMBDA = Table(
+    "lambda",
+    "λ sweep (L = λ·L_SFT + (1−λ)·L_PG)",
+    tuple(_adapter(f"GenPI, λ = {lam:g}", "genpi", lam=lam) for lam in LAMBDAS),
+)
+GRIDS: dict[str, tuple[Table, ...]] = {
+    "table1": (TABLE1,),
+    "ablations": (ABLATIONS,),
+    "lambda": (LAMBDA,),
+    "all": (TABLE1, ABLATIONS, LAMBDA),
+}
+
+
+def cells_of(tables: Sequence[Table], base: Any) -> dict[str, Cell]:
+    """Every cell to train, by adapter name, in first-seen order (a cell in several tables,
+    or a λ equal to the preset's, is trained once)."""
+    cells: dict[str, Cell] = {}
+    for table in tables:
+        for row in table.rows:
+            if row.cell is not None:
+                cells.setdefault(row.cell.name(base), row.cell)
+    return cells
+
+
+def system_name(cell: str, seed: int) -> str:
+    """The evaluated system of a cell's seed: its adapter directory's name (``genpi train``'s
+    layout: seed 0 in adapters/NAME, seed N in adapters/NAME-seedN)."""
+    from genpi.train.trainer import adapter_dir
+
+    return adapter_dir(".", cell, seed).name
+
+
+def resolve(table: Table, base: Any, seeds: Sequence[int], rates: Sequence[float]) -> list[RowSpec]:
+    """The table's rows for a run: the LLMLingua row expanded to one row per rate (in the
+    given order), each adapter row with one system per seed."""
+    from genpi.evaluate.systems import compressed_system
+
+    specs = []
+    for row in table.rows:
+        if row.kind == COMPRESSED:
+            for rate in rates:
+                name = compressed_system(rate, "").name
+                specs.append(RowSpec(f"{row.label}, rate {rate:g}", COMPRESSED, (name,)))
+        elif row.cell is not None:
+            cell = row.cell.name(base)
+            systems = tuple(system_name(cell, s) for s in seeds)
+            specs.append(RowSpec(row.label, ADAPTER, systems, cell, tuple(seeds)))
+        else:
+            specs.append(RowSpec(row.label, row.kind, (row.kind,)))
+    return specs
+
+
+# -- failures ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Failures:
+    """What failed, by system name: a one-line error for the table, the traceback on disk."""
+
+    folder: Path
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def add(self, systems: Sequence[str], stage: str, exc: BaseException) -> None:
+        line = f"{stage}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        trace = "".join(traceback.format_exception(exc))
+        for system in systems:
+            self.errors[system] = line
+            (self.folder / f"{stage}-{system}.txt").write_text(trace)
+        print(f"   FAILED {', '.join(systems)}: {line} (the other cells go on)", flush=True)
+
+
+def evaluate_isolating(
+    run_eval: Callable[[list[Path], list[float]], list[dict[str, Any]]],
+    adapters: dict[str, Path],
+    rates: list[float],
+    failures: Failures,
+) -> list[dict[str, Any]]:
+    """Evaluate everything in one run; when that fails, find what fails alone (the LLMLingua
+    baseline, then each adapter, every cached answer reused), mark it, and evaluate the rest.
+    The upper bound and the base model failing alone is not a cell's failure: it is raised."""
+    try:
+        return run_eval(list(adapters.values()), rates)
+    except Exception as exc:  # any system's crash: find which one below
+        print(f"   evaluation failed ({type(exc).__name__}: {exc}); finding the cell", flush=True)
+    run_eval([], [])  # the teacher and the base model: every table needs them
+    if rates:
+        try:
+            run_eval([], rates)
+        except Exception as exc:
+            from genpi.evaluate.systems import compressed_system
+
+            failures.add([compressed_system(r, "").name for r in rates], "evaluation", exc)
+            rates = []
+    kept = {}
+    for name, path in adapters.items():
+        try:
+            run_eval([path], [])
+        except Exception as exc:
+            failures.add([name], "evaluation", exc)
+        else:
+            kept[name] = path
+    return run_eval(list(kept.values()), rates)
+
+
+# -- success rates: a benchmark harness (genpi eval-agent) ---------------------------------------
+
+
+def bench_unavailable(bench: str) -> str | None:
+    """Why the harness cannot run here (None: it can). For ``os``: no Docker engine and no
+    ready namespace sandbox."""
+    if bench != "os":
+        return None
+    from genpi.bench.os.sandbox import docker_available, ready_rootfs
+
+    if docker_available():
+        return None
+    path, reason = ready_rootfs(build=False)
+    return None if path is not None else reason
+
+
+def run_bench(
+    args: argparse.Namespace, out: Path, name: str, mode: list[str], model_ref: str
+) -> dict[str, Any]:
+    """One system on the benchmark (``genpi eval-agent --bench B ...`` in this process, which
+    resumes finished problems): {pass, total} from its result.json."""
+    import json
+
+    from genpi.bench import cli
+    from genpi.data import PROMPT_FILE
+
+    folder = out / "bench" / args.bench / name
+    argv = ["--bench", args.bench, "--data", args.bench_data, "--out", str(folder)]
+    argv += ["--model", model_ref, "--prompt", str(out / PROMPT_FILE)]
+    argv += ["--max-new-tokens", str(args.bench_max_new_tokens), *mode]
+    if args.bench_limit:
+        argv += ["--limit", str(args.bench_limit)]
+    parser = argparse.ArgumentParser(prog="genpi eval-agent")
+    cli.add_arguments(parser)
+    cli.main(parser.parse_args(argv))
+    result = json.loads((folder / "result.json").read_text())
+    return {"pass": result["pass"], "total": result["total"], "out": str(folder)}
+
+
+def success_stage(
+    args: argparse.Namespace,
+    out: Path,
+    model_ref: str,
+    adapters: dict[str, Path],
+    unavailable: str | None,
+    failures: Failures,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """(each system's {pass, total} or {error} or {skipped}, the oracle's run: the ceiling)."""
+    systems: dict[str, list[str]] = {UPPER: [], BASE: ["--no-prompt"]}
+    systems.update({name: ["--adapter", str(path)] for name, path in adapters.items()})
+    if unavailable:
+        skipped = {"skipped": unavailable}
+        return dict.fromkeys(systems, skipped), skipped
+    bench_failures = Failures(failures.folder)
+    try:
+        ceiling = run_bench(args, out, "oracle", ["--oracle"], model_ref)
+    except Exception as exc:  # the harness itself cannot run: say so everywhere
+        bench_failures.add(["oracle"], "benchmark", exc)
+        error = {"error": bench_failures.errors["oracle"]}
+        return dict.fromkeys(systems, error), error
+    results: dict[str, dict[str, Any]] = {}
+    for i, (name, mode) in enumerate(systems.items(), 1):
+        print(f"   {args.bench} {i}/{len(systems)}: {name}", flush=True)
+        try:
+            results[name] = run_bench(args, out, name, mode, model_ref)
+        except Exception as exc:
+            bench_failures.add([name], "benchmark", exc)
+            results[name] = {"error": bench_failures.errors[name]}
+    return results, ceiling
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from genpi.bench import runnable
+    from genpi.bench.core import MAX_NEW_TOKENS
+    from genpi.internalize import PRESETS, add_run_arguments
+
+    paper = ",".join(f"{r:g}" for r in PRESETS["paper"].compression)
+    add_run_arguments(parser, compression_default=f"{paper}, the paper preset's")
+    parser.add_argument(
+        "--grid",
+        choices=sorted(GRIDS),
+        default="table1",
+        help="table1: every method; ablations: Tables 2-3; lambda: the λ sweep; all: the three",
+    )
+    parser.add_argument(
+        "--bench",
+        choices=runnable(),
+        default=None,
+        help="also measure each system's success rate on this benchmark harness",
+    )
+    parser.add_argument(
+        "--bench-data", default=None, help="the benchmark's data (e.g. agentbench/os_interaction)"
+    )
+    parser.add_argument("--bench-limit", type=int, default=None, help="only the first N problems")
+    parser.add_argument(
+        "--bench-max-new-tokens",
+        type=int,
+        default=MAX_NEW_TOKENS,
+        help=f"the agent's reply budget per round on the benchmark (default {MAX_NEW_TOKENS})",
+    )
+
+
+def _check_bench(args: argparse.Namespace) -> str | None:
+    """Refuse a benchmark without data now, not after hours of training; say (once) when the
+    harness cannot run here, so its column says why and the rest runs."""
+    if args.bench is None:
+        return None
+    if not args.bench_data or not Path(args.bench_data).is_dir():
+        raise GenpiError(
+            f"--bench {args.bench} needs --bench-data DIR, the benchmark's data directory "
+            f"(got {args.bench_data!r}; e.g. ../shared/agentbench/os_interaction)"
+        )
+    reason = bench_unavailable(args.bench)
+    if reason:
+        print(f"note: the {args.bench} harness cannot run here ({reason}); its column says so")
+    return reason
+
+
+def run(
+    args: argparse.Namespace,
+    *,
+    tables: Sequence[Table] | None = None,
+    backends: tuple[Any, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Run the grid (``tables``: GRIDS[args.grid] unless given; ``backends``: the synthesis's
+    target and generator, loaded from --model/--generator unless given). Returns the report
+    (None after --estimate-only) and writes it beside the run."""
+    from genpi.evaluate.compare import compare
+    from genpi.grid_report import build_rows, grid_json, plot, render_markdown
+    from genpi.internalize import (
+        PRESETS,
+        evaluation_sets,
+        evaluation_stage,
+        rates_of,
+        require_heldout,
+        seeds_of,
+        synth_config_of,
+        synthesis_stage,
+        train_config_of,
+    )
+    from genpi.models import DEFAULT_MODEL
+    from genpi.prompt import load_prompt
+    from genpi.train import train
+    from genpi.train.methods import get_method
+    from genpi.train.trainer import adapter_dir
+
+    preset = PRESETS[args.preset]
+    tables = tuple(tables or GRIDS[args.grid])
+    prompt = load_prompt(args.prompt)
+    seeds = seeds_of(args)
+    rates = rates_of(args, PRESETS["paper"].compression)
+    model_ref = args.model or DEFAULT_MODEL
+    out = Path(args.out)
+    base = train_config_of(args, preset, 0)
+    cells = cells_of(tables, base)
+    for cell in cells.values():
+        get_method(cell.method)  # an unknown method fails here, before hours of synthesis
+    unavailable = _check_bench(args)
+    started = time.monotonic()
+
+    def stage(title: str) -> None:
+        print(f"\n== {title} ({time.monotonic() - started:.0f} s)", flush=True)
+
+    stage(f"1/4 synthesis: {prompt.name!r} on {model_ref} (one for every cell)")
+    synth_config = synth_config_of(args, preset)
+    runs = [(name, cell, seed) for name, cell in cells.items() for seed in seeds]
+    go_on = synthesis_stage(
+        args,
+        prompt,
+        preset,
+        synth_config,
+        model_ref=model_ref,
+        generator_ref=args.generator or model_ref,
+        out=out,
+        runs=[(cell.method, adapter_dir(out, name, seed)) for name, cell, seed in runs],
+        eval_systems=2 + len(runs) + len(rates),
+        backends=backends,
+    )
+    if not go_on:
+        if args.bench:
+            print(f"(the {args.bench} benchmark's runs are not in this estimate)")
+        return None
+    heldout = require_heldout(args, out, synth_config)
+
+    failures = Failures(out / "grid" / "errors")
+    adapters: dict[str, Path] = {}
+    for i, (name, cell, seed) in enumerate(runs, 1):
+        system = system_name(name, seed)
+        stage(f"2/4 training {i}/{len(runs)}: {system} ({cell.method})")
+        try:
+            config = train_config_of(args, preset, seed, **dict(cell.fields))
+            path = adapter_dir(out, name, seed)
+            adapters[system] = train(out, cell.method, config, model_ref=model_ref, out_dir=path)
+        except Exception as exc:  # a cell's failure is marked; the rest go on
+            failures.add([system], "training", exc)
+
+    stage(
+        f"3/4 evaluation: {evaluation_sets(args, heldout)} ({2 + len(adapters) + len(rates)} systems)"
+    )
+
+    def run_eval(paths: list[Path], rates_now: list[float]) -> list[dict[str, Any]]:
+        return evaluation_stage(
+            args,
+            preset,
+            out,
+            prompt=prompt,
+            model_ref=model_ref,
+            adapters=paths,
+            heldout=heldout,
+            rates=rates_now,
+        )
+
+    summaries = evaluate_isolating(run_eval, adapters, list(rates), failures)
+
+    success: dict[str, dict[str, Any]] | None = None
+    ceiling: dict[str, Any] | None = None
+    if args.bench:
+        stage(f"4/4 success rates: {args.bench} ({args.bench_data})")
+        success, ceiling = success_stage(args, out, model_ref, adapters, unavailable, failures)
+    else:
+        stage("4/4 tables")
+
+    report: dict[str, Any] = {
+        "grid": args.grid,
+        "bench": args.bench,
+        "settings": {
+            "prompt": prompt.name,
+            "model": model_ref,
+            "preset": args.preset,
+            "train_preset": preset.train_preset,
+            "steps": _budget(base),
+            "seeds": seeds,
+            "rates": list(rates),
+            "eval_max_new_tokens": args.max_new_tokens or preset.eval_max_new_tokens,
+            "bench_data": args.bench_data,
+            "bench_limit": args.bench_limit,
+        },
+        "failures": dict(failures.errors),
+        "success": success,
+        "ceiling": ceiling,
+        "tables": [
+            {
+                "table": table.name,
+                "title": table.title,
+                "summary": summary,
+                "rows": build_rows(
+                    resolve(table, base, seeds, rates), summary, failures.errors, success
+                ),
+            }
+            for summary in summaries
+            for table in tables
+        ],
+    }
+    stem = out / f"grid-{args.grid}"
+    markdown = render_markdown(report)
+    stem.with_suffix(".md").write_text(markdown, encoding="utf-8")
+    stem.with_suffix(".json").write_text(grid_json(report), encoding="utf-8")
+    png = plot(report, stem.with_suffix(".png"))
+    compare(out, png=png)  # every system with its noise interval, beside the grid's tables
+    print(markdown)
+    written = [f"{stem.name}.md", f"{stem.name}.json"] + [f"{stem.name}.png"] * png
+    print(f"wrote {', '.join(written)} and compare.md in {out}/")
+    if not png:
+        print("(no PNG: matplotlib is not installed; pip install 'genpi[eval]')")
+    if failures.errors:
+        print(
+            f"{len(failures.errors)} failed, marked in the tables (tracebacks: {failures.folder})"
+        )
+    print(f"done in {time.monotonic() - started:.0f} s")
+    return report
+
+
+def _budget(config: Any) -> str:
+    if config.max_steps > 0:
+        return f"{config.max_steps} optimizer step{'s' * (config.max_steps != 1)}"
+    return f"{config.epochs:g} epochs"
+
+
+def main(args: argparse.Namespace) -> int:
+    run(args)
+    return 0
