@@ -231,7 +231,7 @@ def test_health_answers_at_once_while_requests_are_being_tokenized(server, monke
     still answer in well under that while three requests are in it.
     """
     engine = server.engine
-    real_encode = engine.encode
+    real_encode = engine.encode_request
     entered = threading.Event()
 
     def slow_encode(messages):
@@ -239,7 +239,7 @@ def test_health_answers_at_once_while_requests_are_being_tokenized(server, monke
         time.sleep(3)  # blocking, like the tokenizer: an event loop running this stalls
         return real_encode(messages)
 
-    monkeypatch.setattr(engine, "encode", slow_encode)
+    monkeypatch.setattr(engine, "encode_request", slow_encode)
     with ThreadPoolExecutor(3) as pool:
         pending = [pool.submit(post, server, chat(f"question {i}", max_tokens=2)) for i in range(3)]
         assert entered.wait(30)

@@ -46,7 +46,7 @@ def ask(engine, adapter, messages_list, max_tokens=8):
     done = [threading.Event() for _ in messages_list]
     results: list[Finished | None] = [None] * len(messages_list)
     for i, messages in enumerate(messages_list):
-        ids = engine.encode(messages)
+        ids, prefix_len = engine.encode_request(messages)
 
         def on_event(event, i=i):
             if isinstance(event, Finished):
@@ -60,7 +60,7 @@ def ask(engine, adapter, messages_list, max_tokens=8):
                 on_event=on_event,
                 max_tokens=max_tokens,
                 ignore_eos=True,
-                prefix_len=engine.cacheable_prefix(messages, ids),
+                prefix_len=prefix_len,
             )
         )
     for event in done:
@@ -108,6 +108,48 @@ def test_one_adapters_kv_is_never_served_to_another(cached, uncached):
     keys = {adapter for adapter, _ in cached.prefix_cache._entries}
     assert keys == {"shell", None}
     assert len([k for k in cached.prefix_cache._entries if k[0] is None]) >= len(base_entries)
+
+
+class CountingTokenizer:
+    """The engine's tokenizer, counting how often it tokenizes."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.calls = 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_a_request_is_tokenized_once_and_its_prefix_is_what_came_before_its_last_message(
+    cached, uncached, monkeypatch
+):
+    counting = CountingTokenizer(cached.tokenizer)
+    monkeypatch.setattr(cached, "tokenizer", counting)
+    one_round = conversations(["list /tmp"])[0]
+    two_rounds = [*one_round, {"role": "assistant", "content": "ls /tmp"}]
+    two_rounds.append({"role": "user", "content": "The output of the OS: a b c"})
+    prefilled = [*one_round, {"role": "assistant", "content": "1."}]
+    for messages in (one_round, two_rounds, prefilled):
+        calls = counting.calls
+        ids, prefix_len = cached.encode_request(messages)
+        assert counting.calls == calls + 1
+        assert ids == uncached.encode(messages)
+        # the tokens it shares with the conversation before its last message, tokenized alone
+        before = uncached.encode(messages[:-1])
+        shared = 0
+        while shared < min(len(before), len(ids)) and before[shared] == ids[shared]:
+            shared += 1
+        assert prefix_len == min(shared, len(ids) - 1)
+        assert 64 <= prefix_len < len(ids)
+        assert uncached.encode_request(messages) == (ids, 0)  # the cache is off
+    # the earlier round is part of the prefix
+    assert cached.encode_request(two_rounds)[1] > cached.encode_request(one_round)[1]
+    assert cached.encode_request(one_round[1:])[1] == 0  # a lone message: nothing before it
 
 
 def kv(tokens: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

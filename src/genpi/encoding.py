@@ -120,15 +120,19 @@ def first_target(sample: Sample) -> int:
     return next((i for i, t in enumerate(sample.labels) if t != IGNORE), len(sample.labels))
 
 
-def encode_chat(tokenizer: Any, conversation: Sequence[Message]) -> list[int]:
-    """Token ids of a conversation as the model continues it: with the generation prompt, or
+def chat_text(tokenizer: Any, conversation: Sequence[Message]) -> str:
+    """The text of a conversation as the model continues it: with the generation prompt, or
     after a final assistant message's text (``continues_reply``: a prefill)."""
     prefill = continues_reply(conversation)
-    text = tokenizer.apply_chat_template(
+    return tokenizer.apply_chat_template(
         list(conversation),
         tokenize=False,
         add_generation_prompt=not prefill,
         continue_final_message=prefill,
     )
+
+
+def encode_chat(tokenizer: Any, conversation: Sequence[Message]) -> list[int]:
+    """Token ids of ``chat_text``."""
     # The chat template already holds the special tokens; adding more would shift training/inference.
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(chat_text(tokenizer, conversation), add_special_tokens=False)["input_ids"]

@@ -220,6 +220,23 @@ class PrefixCache:
         self.bytes += nbytes
 
 
+def _worth_caching(prefix_len: int) -> int:
+    return prefix_len if prefix_len >= MIN_CACHED_PREFIX else 0
+
+
+def _common_prefix_length(a: str, b: str) -> int:
+    """Length of the longest common prefix, by halving (string comparisons run in C: a request
+    of megabytes is compared in milliseconds, where a loop over its characters takes seconds)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:  # a[:low] == b[:low]; none longer than high is shared
+        mid = (low + high + 1) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
 class Engine:
     """Serve one base model and its adapters from a queue, in batches per adapter."""
 
@@ -284,17 +301,35 @@ class Engine:
         with self._tokenizer_lock:
             return encode_chat(self.tokenizer, messages)
 
-    def cacheable_prefix(self, messages: list[dict[str, str]], ids: list[int]) -> int:
-        """How many leading tokens of ``ids`` are the conversation before its last message (the
-        prompt, earlier rounds): what a later request is likely to start with. 0 when that is
-        too short to cache, or the cache is off."""
-        if self.prefix_cache is None or len(messages) < 2:
-            return 0
+    def encode_request(self, messages: list[dict[str, str]]) -> tuple[list[int], int]:
+        """The token ids of a request, and how many leading ones are worth caching: those of the
+        conversation before its last message (the prompt, earlier rounds), what a later request
+        is likely to start with; 0 when that is too short to cache, or the cache is off.
+
+        The request is tokenized once: the prefix is where its text and the text of the
+        conversation before its last message part, found through the tokens' character offsets.
+        """
+        from genpi.encoding import chat_text
         from genpi.llm.local import shared_prefix_length
 
-        before = self.encode(messages[:-1])
-        n = shared_prefix_length([before, ids])
-        return n if n >= MIN_CACHED_PREFIX else 0
+        def tokenize(text: str, **kwargs: Any) -> Any:
+            return self.tokenizer(text, add_special_tokens=False, **kwargs)  # as encode_chat does
+
+        with self._tokenizer_lock:
+            text = chat_text(self.tokenizer, messages)
+            if self.prefix_cache is None or len(messages) < 2:
+                return tokenize(text)["input_ids"], 0
+            before = chat_text(self.tokenizer, messages[:-1])
+            if not getattr(self.tokenizer, "is_fast", False):  # no offsets: tokenize both
+                ids = tokenize(text)["input_ids"]
+                return ids, _worth_caching(
+                    shared_prefix_length([tokenize(before)["input_ids"], ids])
+                )
+            enc = tokenize(text, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        shared = _common_prefix_length(text, before)
+        n = next((i for i, (_, end) in enumerate(enc["offset_mapping"]) if end > shared), len(ids))
+        return ids, _worth_caching(min(n, len(ids) - 1))  # the last token is left to run
 
     def submit(self, request: GenRequest) -> None:
         if request.adapter is not None and request.adapter not in self.adapters:

@@ -447,7 +447,7 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
                 code="model_not_found",
             )
         chosen = route(table, params.model, params.messages, by_prompt=by_prompt)
-        input_ids = engine.encode(chosen.messages)
+        input_ids, prefix_len = engine.encode_request(chosen.messages)
         saved = len(engine.encode(params.messages)) - len(input_ids) if chosen.stripped else 0
         room = engine.max_context - len(input_ids)
         max_tokens = params.max_tokens or min(config.default_max_tokens, room)
@@ -460,7 +460,6 @@ def create_app(loaded: LoadedModel, config: ServeConfig) -> FastAPI:
                 param="max_tokens" if room >= 1 else "messages",
                 code="context_length_exceeded",
             )
-        prefix_len = engine.cacheable_prefix(chosen.messages, input_ids)
         return params, chosen, input_ids, saved, max_tokens, prefix_len
 
     @app.post("/v1/chat/completions", response_model=None)
