@@ -8,10 +8,36 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from genpi.errors import GenpiError
 
 STAGE_CHOICES = ("all", "inputs", "conversations", "outputs", "reasons", "report")
+
+
+# SynthConfig fields set by a flag of their own name (--num-gen-once sets num_gen_once), in the
+# order --help lists them; a flag not given (None) keeps the recorded or the preset's value.
+SETTING_FLAGS: dict[str, tuple[type, str]] = {
+    "n": (int, "pseudo inputs to keep (paper: 1000)"),
+    "num_gen_once": (int, "inputs asked for per request"),
+    "input_prefill": (
+        str,
+        "text the generator's list starts from (default '1.'; '' for an endpoint that cannot "
+        "continue an assistant message)",
+    ),
+    "max_turns": (int, "agent turns per conversation"),
+    "heldout_fraction": (float, "inputs kept out of training"),
+    "batch_size": (int, "conversations per generate call"),
+    "seed": (int, "sampling seed"),
+}
+COUNTS = ("n", "num_gen_once", "max_turns", "batch_size")  # each at least 1
+# --max-new-tokens caps every generation: these fields.
+CAPPED = (
+    "agent_max_new_tokens",
+    "env_max_new_tokens",
+    "output_max_new_tokens",
+    "reason_max_new_tokens",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,10 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="defaults to start from: paper, quick (a CPU demo) or demo (internalize's quick) "
         "(default: the run directory's recorded settings, else paper)",
     )
-    parser.add_argument("--n", type=int, default=None, help="pseudo inputs to keep (paper: 1000)")
-    parser.add_argument(
-        "--num-gen-once", type=int, default=None, help="inputs asked for per request"
-    )
     parser.add_argument(
         "--seed-inputs", default=None, help="file of example inputs (one per line or JSONL)"
     )
@@ -52,56 +74,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="inputs to use first (one per line or JSONL); the generator writes the rest up to --n",
     )
     parser.add_argument(
-        "--input-prefill",
-        default=None,
-        help="text the generator's list starts from (default '1.'; '' for an endpoint that cannot "
-        "continue an assistant message)",
+        "--force", action="store_true", help="reuse a run directory made for another run"
     )
-    parser.add_argument(
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    group = parser.add_argument_group(
+        "settings (default: the run directory's recorded ones, else the preset's)"
+    )
+    for name, (kind, text) in SETTING_FLAGS.items():
+        group.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
+    group.add_argument(
         "--no-teacher-check",
         action="store_true",
         help="keep generated inputs the target model does not answer in the prompt's action format "
         "(default: such inputs are dropped, where the prompt has an action_pattern)",
     )
-    parser.add_argument("--max-turns", type=int, default=None, help="agent turns per conversation")
-    parser.add_argument(
-        "--heldout-fraction", type=float, default=None, help="inputs kept out of training"
-    )
-    parser.add_argument(
-        "--batch-size", type=int, default=None, help="conversations per generate call"
-    )
-    parser.add_argument(
+    group.add_argument(
         "--max-new-tokens",
         type=int,
         default=None,
         help="cap every generation (agent, environment, outputs, reasons) at this many tokens",
     )
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument(
-        "--force", action="store_true", help="reuse a run directory made for another run"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def build_config(args: argparse.Namespace, recorded: dict | None = None):
-    """The preset (or the settings a run directory recorded), with the flags given on top."""
-    from genpi.synth.config import SynthConfig
-
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The SynthConfig fields the synthesis flags given set, checked (a flag this verb lacks
+    counts as not given)."""
     overrides = {
-        key: value
-        for key, value in (
-            ("n", args.n),
-            ("num_gen_once", args.num_gen_once),
-            ("max_turns", args.max_turns),
-            ("heldout_fraction", args.heldout_fraction),
-            ("batch_size", args.batch_size),
-            ("seed", args.seed),
-            ("input_prefill", getattr(args, "input_prefill", None)),
-            ("teacher_check", False if getattr(args, "no_teacher_check", False) else None),
-        )
-        if value is not None
+        name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name, None) is not None
     }
-    for key in ("n", "num_gen_once", "max_turns", "batch_size"):
+    if getattr(args, "no_teacher_check", False):
+        overrides["teacher_check"] = False
+    for key in COUNTS:
         if key in overrides and overrides[key] < 1:
             raise GenpiError(f"--{key.replace('_', '-')} must be at least 1, got {overrides[key]}")
     if "heldout_fraction" in overrides and not 0 <= overrides["heldout_fraction"] < 1:
@@ -112,13 +115,15 @@ def build_config(args: argparse.Namespace, recorded: dict | None = None):
     if cap is not None:
         if cap < 1:
             raise GenpiError(f"--max-new-tokens must be at least 1, got {cap}")
-        for key in (
-            "agent_max_new_tokens",
-            "env_max_new_tokens",
-            "output_max_new_tokens",
-            "reason_max_new_tokens",
-        ):
-            overrides[key] = cap
+        overrides.update(dict.fromkeys(CAPPED, cap))
+    return overrides
+
+
+def build_config(args: argparse.Namespace, recorded: dict | None = None):
+    """The preset (or the settings a run directory recorded), with the flags given on top."""
+    from genpi.synth.config import SynthConfig
+
+    overrides = config_overrides(args)
     if args.preset is None and recorded:
         known = set(SynthConfig.__dataclass_fields__)
         config = SynthConfig(**{**{k: v for k, v in recorded.items() if k in known}, **overrides})
@@ -153,7 +158,7 @@ def _check_ready(run, stage: str) -> None:
 def main(args: argparse.Namespace) -> int:
     from genpi.llm import parse_backend_ref
     from genpi.prompt import load_prompt
-    from genpi.synth.pipeline import check_context, open_run, run_stages, stages_needing
+    from genpi.synth.pipeline import check_context, open_run, stages_needing, synthesize
     from genpi.synth.report import write_report
     from genpi.synth.rundir import PROMPT_FILE, STAGES, RunDir
 
@@ -189,6 +194,8 @@ def main(args: argparse.Namespace) -> int:
     stages = STAGES if args.stage == "all" else (args.stage,)
     needs_model, needs_generator = stages_needing(stages, config, prompt)
     check_context(prompt, args.model, generator_ref, config, needs_model, needs_generator)
+    # Opened here so that a directory made for another run, or a stage whose input stage has not
+    # run, is refused before any model loads; synthesize then reopens it as it stands.
     run = open_run(
         prompt,
         out,
@@ -197,7 +204,7 @@ def main(args: argparse.Namespace) -> int:
         config=config,
         force=args.force,
     )
-    _check_ready(run, args.stage)  # before loading any model
+    _check_ready(run, args.stage)
     model = _load(args.model, config.batch_size) if needs_model else None
     generator = None
     if needs_generator:
@@ -207,17 +214,19 @@ def main(args: argparse.Namespace) -> int:
             else _load(generator_ref, config.batch_size)
         )
     start = time.perf_counter()
-    run_stages(
-        run,
-        stages,
+    synthesize(
+        prompt,
+        out,
         model_backend=model,
         generator_backend=generator,
         config=config,
         seed_inputs=seed_inputs,
         given_inputs=given_inputs,
+        model_name=model_name,
+        generator_name=generator_name,
+        print_report=True,
+        stages=stages,
     )
-    _, text = write_report(run)
-    print(text)
     print(
         f"\n{', '.join(stages)} done in {time.perf_counter() - start:.1f} s; run directory: {run.path}"
     )

@@ -101,8 +101,8 @@ def synthesize(
     prompt: Prompt,
     out_dir: str | Path,
     *,
-    model_backend: Backend,
-    generator_backend: Backend,
+    model_backend: Backend | None,
+    generator_backend: Backend | None,
     config: SynthConfig | None = None,
     force: bool = False,
     seed_inputs: list[str] | None = None,
@@ -110,12 +110,14 @@ def synthesize(
     model_name: str | None = None,
     generator_name: str | None = None,
     print_report: bool = False,
+    stages: Sequence[str] = STAGES,
 ) -> Path:
     """Run inputs, conversations, outputs and reasons (each resumes), then write the report.
 
     ``seed_inputs`` are shown to the generator as examples; ``given_inputs`` are used as inputs
     first (filtered like generated ones) and the generator writes the rest up to ``config.n``.
-    Returns the run directory; ``genpi.data.load_examples`` reads it.
+    ``stages`` runs a subset (``genpi synth STAGE``), whose backends alone are needed (see
+    ``stages_needing``). Returns the run directory; ``genpi.data.load_examples`` reads it.
     """
     from genpi.synth.report import write_report
 
@@ -130,7 +132,7 @@ def synthesize(
     )
     run_stages(
         run,
-        STAGES,
+        stages,
         model_backend=model_backend,
         generator_backend=generator_backend,
         config=config,
