@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from genpi.errors import GenpiError
 from genpi.llm import Backend, BackendError, Conversation, Generation, SamplingParams
+
+if TYPE_CHECKING:
+    from genpi.synth.config import SynthConfig
+    from genpi.synth.rundir import RunDir
 
 log = logging.getLogger("genpi.synth")
 
@@ -81,6 +85,46 @@ def progress(total: int, desc: str, *, enabled: bool, unit: str = "rec") -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
+
+
+Record = dict[str, Any]
+
+
+def write_batches(
+    run: RunDir,
+    stage: str,
+    pending: Sequence[Record],
+    records_of: Callable[[int, list[Record]], list[Record] | None],
+    guard: GuardedBackend,
+    new: dict[str, Any],
+    config: SynthConfig,
+) -> dict[str, Any]:
+    """Write one record per pending item of ``stage``, a batch of ``config.batch_size`` at a time.
+
+    ``records_of(start, batch)`` makes a batch's records (``start``: its offset in ``pending``),
+    or returns None when the backend failed: those items stay unwritten, so a rerun retries them,
+    and count as ``dropped_by_backend_errors``. ``new`` holds this run's counters (the caller adds
+    its own as it goes); the stage's statistics, with earlier runs' added, are recorded after each
+    batch and when the loop stops (on an error too), and returned.
+    """
+    stats = run.stage_stats(stage)
+    bar = progress(len(pending), stage, enabled=config.progress)
+    try:
+        with run.writer(stage) as writer:
+            for start in range(0, len(pending), config.batch_size):
+                batch = list(pending[start : start + config.batch_size])
+                records = records_of(start, batch)
+                if records is None:
+                    new["dropped_by_backend_errors"] += len(batch)
+                    continue
+                new["written"] += writer.write(records)
+                bar.update(len(records))
+                run.update_manifest(stage, add_stats(stats, {**new, **guard.stats()}))
+    finally:
+        bar.close()
+        total = add_stats(stats, {**new, **guard.stats()})
+        run.update_manifest(stage, total)
+    return total
 
 
 def add_stats(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

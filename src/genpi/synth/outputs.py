@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from genpi.llm import Backend, SamplingParams
-from genpi.synth.common import GuardedBackend, add_stats, progress
+from genpi.synth.common import GuardedBackend, write_batches
 from genpi.synth.config import SynthConfig
 from genpi.synth.rundir import RunDir, RunDirError
 
@@ -27,44 +27,30 @@ def run_outputs(run: RunDir, model: Backend, config: SynthConfig) -> dict[str, A
     pending = [c for c in conversations if c["id"] not in done]
     params = SamplingParams(max_new_tokens=config.output_max_new_tokens, temperature=0.0)
     settings = {"model": getattr(model, "name", "?"), "student_params": params.to_dict()}
-    stats = run.stage_stats("outputs")
     guard = GuardedBackend(
         model, "outputs", max_consecutive_failures=config.max_consecutive_failures
     )
     new = {"written": 0, "empty_student": 0, "empty_teacher": 0, "dropped_by_backend_errors": 0}
-    bar = progress(len(pending), "outputs", enabled=config.progress)
-    try:
-        with run.writer("outputs") as writer:
-            for start in range(0, len(pending), config.batch_size):
-                batch = pending[start : start + config.batch_size]
-                gens = guard.generate(
-                    [run.prompt.student_messages(c["input"]) for c in batch], params
+
+    def records_of(start: int, batch: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        gens = guard.generate([run.prompt.student_messages(c["input"]) for c in batch], params)
+        if gens is None:
+            return None
+        records = []
+        for conv, gen in zip(batch, gens, strict=True):
+            turns = conv.get("turns") or []
+            teacher = turns[0]["content"] if turns and turns[0]["role"] == "assistant" else ""
+            new["empty_student"] += not gen.text.strip()
+            new["empty_teacher"] += not teacher.strip()
+            records.append(
+                run.record(
+                    conv["id"],
+                    settings,
+                    input=conv["input"],
+                    student_output=gen.text,
+                    teacher_output=teacher,
                 )
-                if gens is None:
-                    new["dropped_by_backend_errors"] += len(batch)
-                    continue
-                records = []
-                for conv, gen in zip(batch, gens, strict=True):
-                    turns = conv.get("turns") or []
-                    teacher = (
-                        turns[0]["content"] if turns and turns[0]["role"] == "assistant" else ""
-                    )
-                    new["empty_student"] += not gen.text.strip()
-                    new["empty_teacher"] += not teacher.strip()
-                    records.append(
-                        run.record(
-                            conv["id"],
-                            settings,
-                            input=conv["input"],
-                            student_output=gen.text,
-                            teacher_output=teacher,
-                        )
-                    )
-                new["written"] += writer.write(records)
-                bar.update(len(records))
-                run.update_manifest("outputs", add_stats(stats, {**new, **guard.stats()}))
-    finally:
-        bar.close()
-        total = add_stats(stats, {**new, **guard.stats()})
-        run.update_manifest("outputs", total)
-    return total
+            )
+        return records
+
+    return write_batches(run, "outputs", pending, records_of, guard, new, config)

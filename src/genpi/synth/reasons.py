@@ -14,7 +14,7 @@ from typing import Any
 
 from genpi.llm import Backend, Message, SamplingParams
 from genpi.prompt import Prompt
-from genpi.synth.common import GuardedBackend, add_stats, progress
+from genpi.synth.common import GuardedBackend, write_batches
 from genpi.synth.config import SynthConfig
 from genpi.synth.rundir import RunDir, RunDirError
 
@@ -64,43 +64,31 @@ def run_reasons(run: RunDir, generator: Backend, config: SynthConfig) -> dict[st
         temperature=config.reason_temperature,
         top_p=config.reason_top_p,
     )
-    stats = run.stage_stats("reasons")
     guard = GuardedBackend(
         generator, "reasons", max_consecutive_failures=config.max_consecutive_failures
     )
     new = {"written": 0, "empty": 0, "dropped_by_backend_errors": 0}
-    bar = progress(len(pending), "reasons", enabled=config.progress)
-    try:
-        with run.writer("reasons") as writer:
-            for start in range(0, len(pending), config.batch_size):
-                batch = pending[start : start + config.batch_size]
-                requests = [
-                    reason_request(
-                        run.prompt,
-                        o["input"],
-                        o.get("student_output") or "",
-                        o.get("teacher_output") or "",
-                    )
-                    for o in batch
-                ]
-                params = dataclasses.replace(base, seed=config.seed + len(done) + start)
-                settings = {
-                    "generator": getattr(generator, "name", "?"),
-                    "params": params.to_dict(),
-                }
-                gens = guard.generate(requests, params)
-                if gens is None:
-                    new["dropped_by_backend_errors"] += len(batch)
-                    continue
-                records = []
-                for out, gen in zip(batch, gens, strict=True):
-                    new["empty"] += not gen.text.strip()
-                    records.append(run.record(out["id"], settings, reason=gen.text.strip()))
-                new["written"] += writer.write(records)
-                bar.update(len(records))
-                run.update_manifest("reasons", add_stats(stats, {**new, **guard.stats()}))
-    finally:
-        bar.close()
-        total = add_stats(stats, {**new, **guard.stats()})
-        run.update_manifest("reasons", total)
-    return total
+
+    def records_of(start: int, batch: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        requests = [
+            reason_request(
+                run.prompt,
+                o["input"],
+                o.get("student_output") or "",
+                o.get("teacher_output") or "",
+            )
+            for o in batch
+        ]
+        params = dataclasses.replace(base, seed=config.seed + len(done) + start)
+        settings = {"generator": getattr(generator, "name", "?"), "params": params.to_dict()}
+        gens = guard.generate(requests, params)
+        if gens is None:
+            return None
+        for gen in gens:
+            new["empty"] += not gen.text.strip()
+        return [
+            run.record(out["id"], settings, reason=gen.text.strip())
+            for out, gen in zip(batch, gens, strict=True)
+        ]
+
+    return write_batches(run, "reasons", pending, records_of, guard, new, config)
