@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from genpi.data import Example
 from genpi.errors import GenpiError
@@ -166,6 +166,11 @@ def _genpi_variant(
     )
 
 
+def _one_nll(name: str, summary: str, build: Builder, stream: str = "sft", **fields: Any) -> Method:
+    """A method whose loss is the NLL on one stream alone (the term is named after the stream)."""
+    return Method(name, summary, build, {stream: ("nll", stream)}, only(stream), **fields)
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in [
@@ -176,21 +181,18 @@ METHODS: dict[str, Method] = {
             "GenPI",
             0,
         ),
-        Method(
+        _one_nll(
             "sft",
             "L_SFT only: the teacher's turns without the prompt",
             conversation,
-            {"sft": ("nll", "sft")},
-            only("sft"),
             paper_row="GenPI w/o L_PG",
             ablation_row=6,
         ),
-        Method(
+        _one_nll(
             "pg",
             "L_PG only: generate the prompt and reason from AS-IS/TO-BE",
             pg_only(PGLayout(("prompt", "reason"))),
-            {"pg": ("nll", "pg")},
-            only("pg"),
+            "pg",
             paper_row="GenPI w/o L_SFT",
             ablation_row=5,
             holds_prompt=True,
@@ -223,12 +225,10 @@ METHODS: dict[str, Method] = {
             "Table 3: P(p|x,y,r)",
             4,
         ),
-        Method(
+        _one_nll(
             "prepend",
             "L_SFT with the prompt kept in the input with probability --prepend-prob",
             prepended,
-            {"sft": ("nll", "sft")},
-            only("sft"),
             paper_row="Prompt Prepending",
             flags=("prepend_prob",),
             holds_prompt=True,
@@ -245,12 +245,10 @@ METHODS: dict[str, Method] = {
             flags=("kl_temperature",),
             holds_prompt=True,
         ),
-        Method(
+        _one_nll(
             "seqkd",
             "sequence-level KD: NLL of the teacher's first answer y^T_0",
             first_answer,
-            {"sft": ("nll", "sft")},
-            only("sft"),
             allows_full=True,
             paper_row="SeqKD",
         ),
@@ -265,13 +263,11 @@ METHODS: dict[str, Method] = {
             flags=("kd_mix", "kl_temperature"),
             holds_prompt=True,
         ),
-        Method(
+        _one_nll(
             "soft-prompt",
             "128 trainable virtual tokens (PEFT prompt tuning) in place of the "
             "prompt, trained like sft",
             conversation,
-            {"sft": ("nll", "sft")},
-            only("sft"),
             tuning="prompt-tuning",
             paper_row="embedding compression (ICAE row)",
             flags=("num_virtual_tokens",),
