@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,30 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+Metric = tuple[str, str, float]  # (a turn's key, axis label, divisor)
+
+
+def _save_figure(
+    plt: Any,
+    metrics: list[Metric],
+    draw: Callable[[Any, str, str, float], None],
+    title: str,
+    path: Path,
+) -> Path:
+    """One panel per metric, side by side, drawn by ``draw(ax, key, label, scale)``; saved as
+    ``path``."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
+    for ax, (key, label, scale) in zip(axes[0], metrics, strict=True):
+        draw(ax, key, label, scale)
+        ax.set_xlabel("turn")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """Per-turn FLOPs and latency (Figure 3 style) and cumulative ones (Figure 4 style)."""
     import matplotlib
@@ -70,12 +95,11 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     settings = report["settings"]
     timed = all(t["latency_s"] is not None for s in settings.values() for t in s["turns"])
-    metrics = [("flops", "GFLOPs", 1e9)] + ([("latency_s", "latency (s)", 1.0)] if timed else [])
-    paths = []
-
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
+    metrics: list[Metric] = [("flops", "GFLOPs", 1e9)]
+    metrics += [("latency_s", "latency (s)", 1.0)] if timed else []
     width = 0.8 / max(len(settings), 1)
-    for ax, (key, label, scale) in zip(axes[0], metrics, strict=True):
+
+    def per_turn(ax: Any, key: str, label: str, scale: float) -> None:
         for k, s in enumerate(settings.values()):
             turns = [t["turn"] for t in s["turns"]]
             ax.bar(
@@ -84,18 +108,10 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
                 width,
                 label=s["label"],
             )
-        ax.set_xlabel("turn")
         ax.set_ylabel(f"{label} per turn")
         ax.set_xticks(turns)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle("cost per turn")
-    fig.tight_layout()
-    paths.append(out_dir / "profile_per_turn.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
-    for ax, (key, label, scale) in zip(axes[0], metrics, strict=True):
+    def cumulative(ax: Any, key: str, label: str, scale: float) -> None:
         for s in settings.values():
             turns = [0] + [t["turn"] for t in s["turns"]]
             running, points = 0.0, [0.0]
@@ -112,12 +128,15 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
                     color=line.get_color(),
                     label=f"{s['label']} + pre-caching",
                 )
-        ax.set_xlabel("turn")
         ax.set_ylabel(f"cumulative {label}")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle("cumulative cost over the conversation")
-    fig.tight_layout()
-    paths.append(out_dir / "profile_cumulative.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    return paths
+
+    return [
+        _save_figure(plt, metrics, per_turn, "cost per turn", out_dir / "profile_per_turn.png"),
+        _save_figure(
+            plt,
+            metrics,
+            cumulative,
+            "cumulative cost over the conversation",
+            out_dir / "profile_cumulative.png",
+        ),
+    ]
