@@ -255,13 +255,15 @@ def test_adapter_agent_uses_the_adapters_prompt_without_it(
     import argparse
 
     from genpi.adapter import read_adapter_prompt
-    from genpi.bench.os.cli import build_agent
+    from genpi.bench.core import build_agent
+    from genpi.bench.os.agents import OracleAgent
+    from genpi.bench.os.cli import PROMPT_FILE
 
     args = argparse.Namespace(
         oracle=False, adapter=str(tiny_adapter_dir), prompt=None, data=str(tmp_path),
         model=str(tiny_model_dir), no_prompt=False, max_new_tokens=4,
     )  # fmt: skip
-    agent = build_agent(args)
+    agent = build_agent(args, PROMPT_FILE, OracleAgent)
     prompt = read_adapter_prompt(tiny_adapter_dir)
     assert not agent.with_prompt and agent.prompt.fingerprint == prompt.fingerprint
     assert agent.begin(_problem(match="1")) == prompt.student_messages("q?")

@@ -367,3 +367,17 @@ def build_llm_agent(args: argparse.Namespace, prompt_file: str) -> LLMAgent:
     backend = load_backend(args.model, adapter=args.adapter)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
     return LLMAgent(backend, prompt, with_prompt=with_prompt, params=params)
+
+
+def build_agent(args: argparse.Namespace, prompt_file: str, oracle: Callable[[], Agent]) -> Agent:
+    """The harness's ``oracle()`` under --oracle, else the model the flags name."""
+    return oracle() if args.oracle else build_llm_agent(args, prompt_file)
+
+
+def agent_config(args: argparse.Namespace, agent: Agent) -> dict[str, Any]:
+    """What of the agent changes an outcome, for ``run.json`` (a harness adds its data's)."""
+    config: dict[str, Any] = {"adapter": args.adapter, "no_prompt": args.no_prompt}
+    if isinstance(agent, LLMAgent):
+        config["prompt"] = agent.prompt.fingerprint
+        config["params"] = agent.params.to_dict()
+    return config

@@ -41,18 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_harness_arguments(parser)
 
 
-def build_agent(args: argparse.Namespace):
-    if args.oracle:
-        from genpi.bench.mind2web.agents import OracleAgent
-
-        return OracleAgent()
-    from genpi.bench.core import build_llm_agent
-
-    return build_llm_agent(args, PROMPT_FILE)
-
-
 def main(args: argparse.Namespace) -> int:
-    from genpi.bench.core import LLMAgent, read_upper_bound
+    from genpi.bench.core import agent_config, build_agent, read_upper_bound
+    from genpi.bench.mind2web.agents import OracleAgent
     from genpi.bench.mind2web.data import load_steps
     from genpi.bench.mind2web.task import evaluate, max_rounds
 
@@ -61,19 +52,15 @@ def main(args: argparse.Namespace) -> int:
     if args.limit:
         steps = steps[: args.limit]
     upper = read_upper_bound(args.upper_bound) if args.upper_bound else None
-    agent = build_agent(args)
+    agent = build_agent(args, PROMPT_FILE, OracleAgent)
     # Everything that changes a step's outcome; a rerun with the same settings resumes.
     config = {
         "data": str(Path(args.data).resolve()),
         "top_k": args.top_k,
         "ranks": str(Path(args.ranks).resolve()) if args.ranks else None,
         "seed": args.seed,
-        "adapter": args.adapter,
-        "no_prompt": args.no_prompt,
+        **agent_config(args, agent),
     }
-    if isinstance(agent, LLMAgent):
-        config["prompt"] = agent.prompt.fingerprint
-        config["params"] = agent.params.to_dict()
     summary = evaluate(
         steps,
         agent,

@@ -39,18 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_harness_arguments(parser)
 
 
-def build_agent(args: argparse.Namespace):
-    if args.oracle:
-        from genpi.bench.os.agents import OracleAgent
-
-        return OracleAgent()
-    from genpi.bench.core import build_llm_agent
-
-    return build_llm_agent(args, PROMPT_FILE)
-
-
 def main(args: argparse.Namespace) -> int:
-    from genpi.bench.core import LLMAgent, read_upper_bound
+    from genpi.bench.core import agent_config, build_agent, read_upper_bound
+    from genpi.bench.os.agents import OracleAgent
     from genpi.bench.os.sandbox import Limits, SandboxFactory
     from genpi.bench.os.task import evaluate, load_problems
 
@@ -65,19 +56,15 @@ def main(args: argparse.Namespace) -> int:
         network=args.network,
         limits=Limits(command_timeout=args.timeout),
     )
-    agent = build_agent(args)
+    agent = build_agent(args, PROMPT_FILE, OracleAgent)
     # Everything that changes a problem's outcome; a rerun with the same settings resumes (a
     # different --limit only picks other problems, so it is not a setting).
     config = {
         "data": str(Path(args.data).resolve()),
         "split": args.split,
-        "adapter": args.adapter,
-        "no_prompt": args.no_prompt,
         "sandbox": factory.describe(),
+        **agent_config(args, agent),
     }
-    if isinstance(agent, LLMAgent):
-        config["prompt"] = agent.prompt.fingerprint
-        config["params"] = agent.params.to_dict()
     summary = evaluate(
         problems,
         agent,
