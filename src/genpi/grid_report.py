@@ -17,19 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genpi.evaluate.metrics import HIGHER_IS_BETTER, METRICS, normalise
+from genpi.evaluate.metrics import HIGHER_IS_BETTER, METRIC_LABELS, METRICS, normalise
 from genpi.evaluate.spread import seed_spread
 
 SUCCESS = "success"
-LABELS = {
-    "format": "format",
-    "action_type": "action type",
-    "exact_action": "exact action",
-    "rouge_l": "ROUGE-L",
-    "chrf": "chrF",
-    "nll": "NLL",
-    SUCCESS: "success",
-}
+LABELS = {**METRIC_LABELS, SUCCESS: "success"}
 UPPER = "upper_bound"
 COMPRESSED = "compressed"
 

@@ -26,19 +26,11 @@ import numpy as np
 
 from genpi.errors import GenpiError
 from genpi.evaluate import spread
-from genpi.evaluate.metrics import HIGHER_IS_BETTER, METRICS, normalise_scores
+from genpi.evaluate.metrics import HIGHER_IS_BETTER, METRIC_LABELS, METRICS, normalise_scores
 from genpi.train.methods import ablations
 
-LABELS = {
-    "format": "format",
-    "action_type": "action type",
-    "exact_action": "exact action",
-    "rouge_l": "ROUGE-L",
-    "chrf": "chrF",
-    "nll": "NLL",
-    "gap_closed": "gap closed",
-}
 GAP_CLOSED = "gap_closed"
+LABELS = {**METRIC_LABELS, GAP_CLOSED: "gap closed"}
 COLUMNS = (*METRICS, GAP_CLOSED)
 BETTER_HIGH = {**HIGHER_IS_BETTER, GAP_CLOSED: True}
 NOISE = "≈"  # the Markdown mark of a cell within noise of its column's best

@@ -36,6 +36,15 @@ HIGHER_IS_BETTER = {
     "nll": False,
 }
 METRICS = tuple(HIGHER_IS_BETTER)
+# How a table or a figure heads each metric.
+METRIC_LABELS = {
+    "format": "format",
+    "action_type": "action type",
+    "exact_action": "exact action",
+    "rouge_l": "ROUGE-L",
+    "chrf": "chrF",
+    "nll": "NLL",
+}
 
 
 def format_rate(actions: Sequence[Action | None]) -> float | None:
