@@ -101,3 +101,35 @@ def test_a_run_recorded_under_the_old_preset_label_still_resumes():
     old = make_config("quick", max_steps=12)
     assert old.preset == "quick" and same_setting(old, make_config("demo"))
     assert not same_setting(make_config("quick"), make_config("demo"))  # 30 steps vs 12
+
+
+def test_internalize_reads_its_synthesis_flags_as_genpi_synth_does():
+    from genpi.errors import GenpiError
+    from genpi.internalize import add_arguments as add_recipe_arguments
+    from genpi.internalize import synth_config_of
+
+    parser = argparse.ArgumentParser()
+    add_recipe_arguments(parser)
+    base = ["prompt.json", "--out", "run", "--preset", "quick"]
+    flags = ["--n", "5", "--max-turns", "1", "--max-new-tokens", "7", "--heldout-fraction", "0.5"]
+    config = synth_config_of(
+        parser.parse_args([*base, *flags, "--no-teacher-check"]), RECIPES["quick"]
+    )
+    assert (config.n, config.max_turns, config.heldout_fraction, config.teacher_check) == (
+        5,
+        1,
+        0.5,
+        False,
+    )
+    assert (config.agent_max_new_tokens, config.env_max_new_tokens) == (7, 7)
+    assert (config.output_max_new_tokens, config.reason_max_new_tokens) == (7, 7)
+    assert config.input_max_new_tokens == 384  # the quick synth preset's, not capped
+    for bad, message in (
+        (["--n", "0"], "--n must be at least 1, got 0"),
+        (["--max-turns", "0"], "--max-turns must be at least 1, got 0"),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0"),
+        (["--heldout-fraction", "1"], r"--heldout-fraction must be in \[0, 1\), got 1.0"),
+        (["--heldout-fraction", "0"], "give --eval-inputs FILE too"),
+    ):
+        with pytest.raises(GenpiError, match=message):
+            synth_config_of(parser.parse_args([*base, *bad]), RECIPES["quick"])

@@ -71,7 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_run_arguments(parser: argparse.ArgumentParser, compression_default: str = "") -> None:
     """The flags of one run directory's recipe (models, preset, counts, seeds, inputs, the
     bill), shared by ``genpi internalize`` and ``genpi grid``; ``compression_default`` names the
-    rates used when --compression is not given."""
+    rates used when --compression is not given. The synthesis flags are genpi synth's own."""
+    from genpi.synth.cli import add_input_arguments, add_setting_arguments
+
     parser.add_argument("prompt", help="prompt file to internalize (text, JSON or YAML)")
     parser.add_argument("--out", required=True, help="run directory (resumed when it exists)")
     parser.add_argument("--model", default=None, help="target model (default: smollm2-135m)")
@@ -79,16 +81,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, compression_default: str 
         "--generator", default=None, help="model that writes inputs and reasons (default: --model)"
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="paper")
-    parser.add_argument("--n", type=int, default=None, help="number of pseudo inputs")
-    parser.add_argument("--max-turns", type=int, default=None, help="agent turns per conversation")
-    parser.add_argument(
-        "--max-new-tokens", type=int, default=None, help="cap on every generation (synthesis, eval)"
-    )
-    parser.add_argument(
-        "--heldout-fraction",
-        type=float,
-        default=None,
-        help="share of the inputs kept out of training and evaluated on (0 with --eval-inputs)",
+    add_setting_arguments(
+        parser,
+        ("n", "max_turns", "heldout_fraction"),
+        heldout_fraction="share of the inputs kept out of training and evaluated on "
+        "(0 with --eval-inputs)",
+        max_new_tokens="cap on every generation (synthesis, eval)",
     )
     parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps per method")
     parser.add_argument(
@@ -98,19 +96,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, compression_default: str 
         "(seed 0 in adapters/METHOD, seed N in adapters/METHOD-seedN) and `genpi compare` "
         "reports their mean and spread (default: one seed, 0)",
     )
-    parser.add_argument(
-        "--seed-inputs", default=None, help="example inputs shown to the generator (one per line)"
-    )
-    parser.add_argument(
-        "--inputs-file",
-        default=None,
-        help="inputs to train on, used before the generator writes more (one per line or JSONL)",
-    )
-    parser.add_argument(
-        "--no-teacher-check",
-        action="store_true",
-        help="keep generated inputs the target model does not answer in the prompt's action format",
-    )
+    add_input_arguments(parser)
     parser.add_argument(
         "--eval-inputs",
         default=None,
@@ -288,22 +274,12 @@ def print_bill(
 
 
 def synth_config_of(args: argparse.Namespace, preset: Preset) -> Any:
-    """The synthesis config of a preset with the flags on top, checked before any work."""
+    """The synthesis config of a preset with the flags on top, checked as `genpi synth` checks
+    them, before any work."""
+    from genpi.synth.cli import config_overrides
     from genpi.synth.config import SynthConfig
 
-    synth_settings: dict[str, Any] = {}
-    for key in ("n", "max_turns", "heldout_fraction"):
-        if getattr(args, key, None) is not None:
-            synth_settings[key] = getattr(args, key)
-    fraction = synth_settings.get("heldout_fraction")
-    if fraction is not None and not 0 <= fraction < 1:
-        raise GenpiError(f"--heldout-fraction must be in [0, 1), got {fraction}")
-    if args.max_new_tokens is not None:
-        for key in ("agent", "env", "output", "reason"):
-            synth_settings[f"{key}_max_new_tokens"] = args.max_new_tokens
-    if getattr(args, "no_teacher_check", False):
-        synth_settings["teacher_check"] = False
-    synth_config = SynthConfig.preset(preset.synth_preset, **synth_settings)
+    synth_config = SynthConfig.preset(preset.synth_preset, **config_overrides(args))
     if synth_config.heldout_fraction == 0 and not args.eval_inputs:
         # Said before hours of synthesis and training, not after them.
         raise GenpiError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="defaults to start from: paper, quick (a CPU demo) or demo (internalize's quick) "
         "(default: the run directory's recorded settings, else paper)",
     )
-    parser.add_argument(
-        "--seed-inputs", default=None, help="file of example inputs (one per line or JSONL)"
-    )
-    parser.add_argument(
-        "--inputs-file",
-        default=None,
-        help="inputs to use first (one per line or JSONL); the generator writes the rest up to --n",
-    )
+    add_input_arguments(parser)
     parser.add_argument(
         "--force", action="store_true", help="reuse a run directory made for another run"
     )
@@ -80,19 +74,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "settings (default: the run directory's recorded ones, else the preset's)"
     )
-    for name, (kind, text) in SETTING_FLAGS.items():
-        group.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
-    group.add_argument(
+    add_setting_arguments(group)
+
+
+# -- the synthesis flags genpi internalize and genpi grid share, read by config_overrides --------
+
+
+def add_input_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Where inputs come from besides the generator: --seed-inputs, --inputs-file."""
+    parser.add_argument(
+        "--seed-inputs",
+        default=None,
+        help="example inputs shown to the generator (one per line or JSONL)",
+    )
+    parser.add_argument(
+        "--inputs-file",
+        default=None,
+        help="inputs to use first (one per line or JSONL); the generator writes the rest up to --n",
+    )
+
+
+def add_setting_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    names: Sequence[str] = tuple(SETTING_FLAGS),
+    **helps: str,
+) -> None:
+    """The flags of the SETTING_FLAGS fields in ``names``, then --no-teacher-check and
+    --max-new-tokens; ``helps``: a verb's own words for a flag (by field name)."""
+    for name in names:
+        kind, text = SETTING_FLAGS[name]
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=kind, default=None, help=helps.get(name, text)
+        )
+    parser.add_argument(
         "--no-teacher-check",
         action="store_true",
         help="keep generated inputs the target model does not answer in the prompt's action format "
         "(default: such inputs are dropped, where the prompt has an action_pattern)",
     )
-    group.add_argument(
+    parser.add_argument(
         "--max-new-tokens",
         type=int,
         default=None,
-        help="cap every generation (agent, environment, outputs, reasons) at this many tokens",
+        help=helps.get(
+            "max_new_tokens",
+            "cap every generation (agent, environment, outputs, reasons) at this many tokens",
+        ),
     )
 
 
