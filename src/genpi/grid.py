@@ -26,7 +26,6 @@ evaluation or the benchmark) is marked in the table with its error, the tracebac
 from __future__ import annotations
 
 import argparse
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -350,58 +349,42 @@ def run(
     from genpi.grid_report import build_rows, grid_json, plot, render_markdown
     from genpi.internalize import (
         PRESETS,
+        Recipe,
         evaluation_sets,
         evaluation_stage,
         rates_of,
-        require_heldout,
         seeds_of,
-        synth_config_of,
         synthesis_stage,
         train_config_of,
     )
-    from genpi.models import DEFAULT_MODEL
-    from genpi.prompt import load_prompt
     from genpi.train import train
     from genpi.train.methods import get_method
     from genpi.train.trainer import adapter_dir
 
-    preset = PRESETS[args.preset]
+    recipe = Recipe.from_args(args)
+    prompt, preset, model_ref, out = recipe.prompt, recipe.preset, recipe.model_ref, recipe.out
     tables = tuple(tables or GRIDS[args.grid])
-    prompt = load_prompt(args.prompt)
     seeds = seeds_of(args)
     rates = rates_of(args, PRESETS["paper"].compression)
-    model_ref = args.model or DEFAULT_MODEL
-    out = Path(args.out)
     base = train_config_of(args, preset, 0)
     cells = cells_of(tables, base)
     for cell in cells.values():
         get_method(cell.method)  # an unknown method fails here, before hours of synthesis
     unavailable = _check_bench(args)
-    started = time.monotonic()
-
-    def stage(title: str) -> None:
-        print(f"\n== {title} ({time.monotonic() - started:.0f} s)", flush=True)
+    stage = recipe.stage
 
     stage(f"1/4 synthesis: {prompt.name!r} on {model_ref} (one for every cell)")
-    synth_config = synth_config_of(args, preset)
     runs = [(name, cell, seed) for name, cell in cells.items() for seed in seeds]
-    go_on = synthesis_stage(
-        args,
-        prompt,
-        preset,
-        synth_config,
-        model_ref=model_ref,
-        generator_ref=args.generator or model_ref,
-        out=out,
+    heldout = synthesis_stage(
+        recipe,
         runs=[(cell.method, adapter_dir(out, name, seed)) for name, cell, seed in runs],
         eval_systems=2 + len(runs) + len(rates),
         backends=backends,
     )
-    if not go_on:
+    if heldout is None:
         if args.bench:
             print(f"(the {args.bench} benchmark's runs are not in this estimate)")
         return None
-    heldout = require_heldout(args, out, synth_config)
 
     failures = Failures(out / "grid" / "errors")
     adapters: dict[str, Path] = {}
@@ -420,16 +403,7 @@ def run(
     )
 
     def run_eval(paths: list[Path], rates_now: list[float]) -> list[dict[str, Any]]:
-        return evaluation_stage(
-            args,
-            preset,
-            out,
-            prompt=prompt,
-            model_ref=model_ref,
-            adapters=paths,
-            heldout=heldout,
-            rates=rates_now,
-        )
+        return evaluation_stage(recipe, adapters=paths, heldout=heldout, rates=rates_now)
 
     summaries = evaluate_isolating(run_eval, adapters, list(rates), failures)
 
@@ -487,7 +461,7 @@ def run(
         print(
             f"{len(failures.errors)} failed, marked in the tables (tracebacks: {failures.folder})"
         )
-    print(f"done in {time.monotonic() - started:.0f} s")
+    print(f"done in {recipe.seconds:.0f} s")
     return report
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +273,39 @@ def print_bill(
 # -- the stages, shared by `genpi internalize` and `genpi grid` ----------------------------------
 
 
+@dataclass
+class Recipe:
+    """One run of the recipe, what every stage reads: the flags, the prompt, the preset, the
+    target model and the run directory; it prints each stage's header with the time so far."""
+
+    args: argparse.Namespace
+    prompt: Any
+    preset: Preset
+    model_ref: str
+    out: Path
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Recipe:
+        from genpi.models import DEFAULT_MODEL
+        from genpi.prompt import load_prompt
+
+        return cls(
+            args,
+            load_prompt(args.prompt),
+            PRESETS[args.preset],
+            args.model or DEFAULT_MODEL,
+            Path(args.out),
+        )
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def stage(self, title: str) -> None:
+        print(f"\n== {title} ({self.seconds:.0f} s)", flush=True)
+
+
 def synth_config_of(args: argparse.Namespace, preset: Preset) -> Any:
     """The synthesis config of a preset with the flags on top, checked as `genpi synth` checks
     them, before any work."""
@@ -289,24 +322,23 @@ def synth_config_of(args: argparse.Namespace, preset: Preset) -> Any:
 
 
 def synthesis_stage(
-    args: argparse.Namespace,
-    prompt: Any,
-    preset: Preset,
-    synth_config: Any,
+    recipe: Recipe,
     *,
-    model_ref: str,
-    generator_ref: str,
-    out: Path,
     runs: Sequence[TrainingRun],
     eval_systems: int,
     backends: tuple[Any, Any] | None = None,
-) -> bool:
-    """Stage 1: check the context, load the models (or use ``backends``: target, generator),
-    print the bill, synthesize (resuming). False: --estimate-only, stopped after the bill."""
+) -> bool | None:
+    """Stage 1: the synthesis config from the flags, check the context, load the models (or use
+    ``backends``: target, generator), print the bill, synthesize (resuming). Returns whether the
+    run has held-out inputs (:func:`require_heldout`); None after --estimate-only, stopped after
+    the bill."""
     from genpi.llm import load_backend, parse_backend_ref
     from genpi.synth.inputs import read_seed_inputs
     from genpi.synth.pipeline import check_context, synthesize
 
+    args, prompt, model_ref = recipe.args, recipe.prompt, recipe.model_ref
+    synth_config = synth_config_of(args, recipe.preset)
+    generator_ref = args.generator or model_ref
     # Before hours of work: a prompt the target model (or a local generator) cannot hold.
     check_context(prompt, model_ref, generator_ref, synth_config, model=True, generator=True)
     if backends is None:
@@ -316,12 +348,14 @@ def synthesis_stage(
     else:
         model_backend, generator_backend = backends
     if not args.no_estimate:
-        print_bill(args, prompt, preset, synth_config, runs, eval_systems, model_backend, out)
+        print_bill(
+            args, prompt, recipe.preset, synth_config, runs, eval_systems, model_backend, recipe.out
+        )
         if args.estimate_only:
-            return False
+            return None
     synthesize(
         prompt,
-        out,
+        recipe.out,
         model_backend=model_backend,
         generator_backend=generator_backend,
         config=synth_config,
@@ -333,7 +367,7 @@ def synthesis_stage(
         generator_name=parse_backend_ref(generator_ref).name,
         print_report=True,
     )
-    return True
+    return require_heldout(args, recipe.out, synth_config)
 
 
 def require_heldout(args: argparse.Namespace, out: Path, synth_config: Any) -> bool:
@@ -366,28 +400,20 @@ def eval_max_new_tokens(args: argparse.Namespace, preset: Preset) -> int:
 
 
 def evaluation_stage(
-    args: argparse.Namespace,
-    preset: Preset,
-    out: Path,
-    *,
-    prompt: Any,
-    model_ref: str,
-    adapters: Sequence[Path],
-    heldout: bool,
-    rates: Sequence[float],
+    recipe: Recipe, *, adapters: Sequence[Path], heldout: bool, rates: Sequence[float]
 ) -> list[dict[str, Any]]:
     """Stage 3: every system on the held-out inputs and --eval-inputs (cached answers reused)."""
     from genpi.evaluate.run import evaluate
 
     return evaluate(
-        out,
-        prompt=prompt,
-        model=model_ref,
+        recipe.out,
+        prompt=recipe.prompt,
+        model=recipe.model_ref,
         adapters=list(adapters),
-        inputs=args.eval_inputs,
+        inputs=recipe.args.eval_inputs,
         heldout=heldout,
         compression=list(rates),
-        max_new_tokens=eval_max_new_tokens(args, preset),
+        max_new_tokens=eval_max_new_tokens(recipe.args, recipe.preset),
     )
 
 
@@ -399,65 +425,40 @@ def evaluation_sets(args: argparse.Namespace, heldout: bool) -> str:
 def main(args: argparse.Namespace) -> int:
     from genpi.evaluate.compare import compare
     from genpi.evaluate.run import format_summary
-    from genpi.models import DEFAULT_MODEL
-    from genpi.prompt import load_prompt
     from genpi.train import train
     from genpi.train.trainer import adapter_dir
 
-    preset = PRESETS[args.preset]
-    prompt = load_prompt(args.prompt)
+    recipe = Recipe.from_args(args)
+    preset, out = recipe.preset, recipe.out
     methods = _methods(args, preset)
     seeds = seeds_of(args)
     rates = rates_of(args, preset.compression)
-    model_ref = args.model or DEFAULT_MODEL
-    generator_ref = args.generator or model_ref
-    out = Path(args.out)
-    started = time.monotonic()
 
-    def stage(title: str) -> None:
-        print(f"\n== {title} ({time.monotonic() - started:.0f} s)", flush=True)
-
-    stage(f"1/4 synthesis: {prompt.name!r} on {model_ref}")
-    synth_config = synth_config_of(args, preset)
+    recipe.stage(f"1/4 synthesis: {recipe.prompt.name!r} on {recipe.model_ref}")
     # Each seed in a directory of its own (seed 0 where a one-seed run always put it).
     runs = [(method, seed) for method in methods for seed in seeds]
-    paths = [(method, adapter_dir(out, method, seed)) for method, seed in runs]
-    go_on = synthesis_stage(
-        args,
-        prompt,
-        preset,
-        synth_config,
-        model_ref=model_ref,
-        generator_ref=generator_ref,
-        out=out,
-        runs=paths,
+    heldout = synthesis_stage(
+        recipe,
+        runs=[(method, adapter_dir(out, method, seed)) for method, seed in runs],
         eval_systems=2 + len(runs) + len(rates),
     )
-    if not go_on:
+    if heldout is None:
         return 0
-    heldout = require_heldout(args, out, synth_config)
 
     adapters = []
     for i, (method, seed) in enumerate(runs, 1):
-        stage(f"2/4 training {i}/{len(runs)}: {method}" + (f" (seed {seed})" if seed else ""))
+        recipe.stage(
+            f"2/4 training {i}/{len(runs)}: {method}" + (f" (seed {seed})" if seed else "")
+        )
         config = train_config_of(args, preset, seed)
-        adapters.append(train(out, method, config, model_ref=model_ref))
+        adapters.append(train(out, method, config, model_ref=recipe.model_ref))
 
-    stage(f"3/4 evaluation: {evaluation_sets(args, heldout)}")
-    summaries = evaluation_stage(
-        args,
-        preset,
-        out,
-        prompt=prompt,
-        model_ref=model_ref,
-        adapters=adapters,
-        heldout=heldout,
-        rates=rates,
-    )
+    recipe.stage(f"3/4 evaluation: {evaluation_sets(args, heldout)}")
+    summaries = evaluation_stage(recipe, adapters=adapters, heldout=heldout, rates=rates)
     for summary in summaries:
         print(format_summary(summary))
 
-    stage("4/4 comparison")
+    recipe.stage("4/4 comparison")
     print(compare(out))
-    print(f"\ndone in {time.monotonic() - started:.0f} s; everything is in {out}/")
+    print(f"\ndone in {recipe.seconds:.0f} s; everything is in {out}/")
     return 0
