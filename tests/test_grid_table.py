@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
+from genpi.errors import GenpiError
 from genpi.grid import (
     ABLATIONS,
     GRIDS,
@@ -13,9 +15,11 @@ from genpi.grid import (
     TABLE1,
     Cell,
     Failures,
+    cell_seeds,
     cells_of,
     evaluate_isolating,
     resolve,
+    seeded_cells,
 )
 from genpi.grid_report import (
     RowSpec,
@@ -92,6 +96,25 @@ def test_table1_rows_in_the_papers_order_with_a_row_per_rate_and_a_system_per_se
     ]
     sweep = resolve(LAMBDA, BASE, [0], [])
     assert [s.label for s in sweep][3] == "GenPI, λ = 0.7" and sweep[3].systems == ("genpi",)
+
+
+def test_every_seed_only_for_the_cells_named_the_others_with_the_first():
+    """The issue's grid: 3 seeds for genpi, sft, kld, one for every other row."""
+    seeded = {"genpi", "sft", "kld"}
+    assert cell_seeds("genpi", [0, 1, 2], seeded) == [0, 1, 2]
+    assert cell_seeds("seqkd", [0, 1, 2], seeded) == [0]
+    assert cell_seeds("seqkd", [0, 1, 2], None) == [0, 1, 2]
+    specs = {s.label: s for s in resolve(TABLE1, BASE, [0, 1, 2], [0.5], seeded)}
+    assert specs["GenPI"].systems == ("genpi", "genpi-seed1", "genpi-seed2")
+    assert specs["KLD"].seeds == (0, 1, 2)
+    assert specs["SeqKD"].systems == ("seqkd",) and specs["SeqKD"].seeds == (0,)
+    assert specs["prompt prepending, 50%"].systems == ("prepend-p0.5",)
+    cells = cells_of(GRIDS["table1"], BASE)
+    args = argparse.Namespace(all_seeds_for="genpi, sft,kld", grid="table1")
+    assert seeded_cells(args, cells) == seeded
+    assert seeded_cells(argparse.Namespace(all_seeds_for=None, grid="table1"), cells) is None
+    with pytest.raises(GenpiError, match="genpi-lam0.3, not a cell of --grid table1"):
+        seeded_cells(argparse.Namespace(all_seeds_for="genpi-lam0.3", grid="table1"), cells)
 
 
 def _entry(name, kind, **scores):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,9 +142,22 @@ def system_name(cell: str, seed: int) -> str:
     return adapter_dir(".", cell, seed).name
 
 
-def resolve(table: Table, base: Any, seeds: Sequence[int], rates: Sequence[float]) -> list[RowSpec]:
+def cell_seeds(name: str, seeds: Sequence[int], seeded: Collection[str] | None) -> list[int]:
+    """The seeds a cell is trained with: every one of ``seeds`` for a cell named in ``seeded``
+    (None: every cell), the first alone for the others (the paper's grid spends its seeds on the
+    methods it compares most closely)."""
+    return list(seeds) if seeded is None or name in seeded else list(seeds[:1])
+
+
+def resolve(
+    table: Table,
+    base: Any,
+    seeds: Sequence[int],
+    rates: Sequence[float],
+    seeded: Collection[str] | None = None,
+) -> list[RowSpec]:
     """The table's rows for a run: the LLMLingua row expanded to one row per rate (in the
-    given order), each adapter row with one system per seed."""
+    given order), each adapter row with one system per seed it is trained with."""
     from genpi.evaluate.systems import compressed_system
 
     specs = []
@@ -155,8 +168,9 @@ def resolve(table: Table, base: Any, seeds: Sequence[int], rates: Sequence[float
                 specs.append(RowSpec(f"{row.label}, rate {rate:g}", COMPRESSED, (name,)))
         elif row.cell is not None:
             cell = row.cell.name(base)
-            systems = tuple(system_name(cell, s) for s in seeds)
-            specs.append(RowSpec(row.label, ADAPTER, systems, cell, tuple(seeds)))
+            own = cell_seeds(cell, seeds, seeded)
+            systems = tuple(system_name(cell, s) for s in own)
+            specs.append(RowSpec(row.label, ADAPTER, systems, cell, tuple(own)))
         else:
             specs.append(RowSpec(row.label, row.kind, (row.kind,)))
     return specs
@@ -303,6 +317,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="table1: every method; ablations: Tables 2-3; lambda: the λ sweep; all: the three",
     )
     parser.add_argument(
+        "--all-seeds-for",
+        default=None,
+        metavar="CELLS",
+        help="comma-separated cells (adapter names: genpi, sft, kld, prepend-p0.5, genpi-lam0.3, "
+        "...) trained with every seed of --seeds; the others with its first seed only "
+        "(default: every cell with every seed)",
+    )
+    parser.add_argument(
         "--bench",
         choices=runnable(),
         default=None,
@@ -370,11 +392,16 @@ def run(
     cells = cells_of(tables, base)
     for cell in cells.values():
         get_method(cell.method)  # an unknown method fails here, before hours of synthesis
+    seeded = seeded_cells(args, cells)
     unavailable = _check_bench(args)
     stage = recipe.stage
 
     stage(f"1/4 synthesis: {prompt.name!r} on {model_ref} (one for every cell)")
-    runs = [(name, cell, seed) for name, cell in cells.items() for seed in seeds]
+    runs = [
+        (name, cell, seed)
+        for name, cell in cells.items()
+        for seed in cell_seeds(name, seeds, seeded)
+    ]
     heldout = synthesis_stage(
         recipe,
         runs=[(cell.method, adapter_dir(out, name, seed)) for name, cell, seed in runs],
@@ -425,6 +452,7 @@ def run(
             "train_preset": preset.train_preset,
             "steps": _budget(base),
             "seeds": seeds,
+            "all_seeds_for": sorted(seeded) if seeded is not None else None,
             "rates": list(rates),
             "eval_max_new_tokens": args.max_new_tokens or preset.eval_max_new_tokens,
             "bench_data": args.bench_data,
@@ -439,7 +467,7 @@ def run(
                 "title": table.title,
                 "summary": summary,
                 "rows": build_rows(
-                    resolve(table, base, seeds, rates), summary, failures.errors, success
+                    resolve(table, base, seeds, rates, seeded), summary, failures.errors, success
                 ),
             }
             for summary in summaries
@@ -463,6 +491,21 @@ def run(
         )
     print(f"done in {recipe.seconds:.0f} s")
     return report
+
+
+def seeded_cells(args: argparse.Namespace, cells: dict[str, Cell]) -> set[str] | None:
+    """--all-seeds-for as a set of cell names, each checked against this grid's cells."""
+    text = getattr(args, "all_seeds_for", None)
+    if text is None:
+        return None
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    unknown = sorted(names - set(cells))
+    if unknown:
+        raise GenpiError(
+            f"--all-seeds-for names {', '.join(unknown)}, not a cell of --grid {args.grid}: "
+            f"use some of {', '.join(cells)}"
+        )
+    return names
 
 
 def _budget(config: Any) -> str:
