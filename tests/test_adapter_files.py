@@ -183,3 +183,28 @@ def test_the_error_says_how_to_fix_it(tmp_path, tiny_adapter_dir):
         AdapterError, match=r"lacks \['base_model', 'prompt_fingerprint', 'prompt_name'\]"
     ):
         read_adapter_info(directory)
+
+
+def test_serve_and_the_vllm_export_refuse_a_soft_prompt_by_name(tmp_path, tiny_adapter_dir):
+    """A soft prompt would load in serve's engine and then decode without its virtual tokens."""
+    import argparse
+
+    from genpi.adapter import AdapterError
+    from genpi.serve import export
+    from genpi.serve.engine import load_engine
+
+    directory = tmp_path / "soft"
+    shutil.copytree(tiny_adapter_dir, directory)
+    config_path = directory / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["peft_type"] = "PROMPT_TUNING"
+    config_path.write_text(json.dumps(config))
+    base = json.loads((tiny_adapter_dir / "adapter_config.json").read_text())
+    model_ref = base["base_model_name_or_path"]
+    with pytest.raises(AdapterError, match="is PROMPT_TUNING .* genpi serve runs LoRA adapters"):
+        load_engine(model_ref, {"soft": directory}, dtype="fp32", device="cpu")
+    args = argparse.Namespace(
+        target="vllm", adapter=[f"soft={directory}"], model=None, out=None, port=8000
+    )
+    with pytest.raises(AdapterError, match="vLLM's --enable-lora runs LoRA adapters only"):
+        export.main(args)

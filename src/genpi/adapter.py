@@ -235,6 +235,18 @@ def adapter_type(adapter_dir: str | Path) -> str:
     return kind
 
 
+def require_lora(adapter_dir: str | Path, where: str) -> None:
+    """Refuse an adapter that is not LoRA where only LoRA runs (``genpi serve``'s batched engine,
+    vLLM): a soft prompt there would be loaded and then decoded without its virtual tokens."""
+    kind = adapter_type(adapter_dir)
+    if kind != "LORA":
+        raise AdapterError(
+            f"adapter {str(adapter_dir)!r} is {kind} (a soft prompt), and {where} runs LoRA "
+            "adapters only: evaluate it with `genpi eval` or talk to it with `genpi chat "
+            "--adapter`, or train a LoRA method (genpi, sft, kld, ...) to serve"
+        )
+
+
 def _type_name(peft_type: Any) -> str:
     return str(getattr(peft_type, "value", peft_type))  # PeftType.LORA -> "LORA"
 

@@ -635,7 +635,7 @@ def load_engine(
     prefix_cache_bytes: int = 0,
 ) -> LoadedModel:
     """Load the base model once and every adapter onto it, refusing adapters of another base."""
-    from genpi.adapter import attach_adapter, check_adapter, read_adapter_prompt
+    from genpi.adapter import attach_adapter, check_adapter, read_adapter_prompt, require_lora
     from genpi.models import load_model, resolve_model
 
     resolved = resolve_model(model_ref)
@@ -649,6 +649,7 @@ def load_engine(
             base_weights_sha256=weights_sha,
             prompt=prompt,
         )
+        require_lora(directory, "genpi serve")
         prompts[name] = prompt
     t0 = time.perf_counter()
     model, tokenizer = load_model(model_ref, dtype=dtype, device=device)

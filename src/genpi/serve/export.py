@@ -108,7 +108,7 @@ def _lora_rank(adapters: dict[str, Path]) -> int:
 def main(args: argparse.Namespace) -> int:
     if args.target == "agentbench":
         return export_agentbench.main(args)
-    from genpi.adapter import check_adapter, read_adapter_info, read_adapter_prompt
+    from genpi.adapter import check_adapter, read_adapter_info, read_adapter_prompt, require_lora
     from genpi.serve.cli import parse_adapters
 
     adapters = parse_adapters(args.adapter)
@@ -122,6 +122,7 @@ def main(args: argparse.Namespace) -> int:
         model_ref = trained_on.pop()
     for directory in adapters.values():
         check_adapter(directory, base_model=model_ref, prompt=read_adapter_prompt(directory))
+        require_lora(directory, "vLLM's --enable-lora")
     base = base_model_id(model_ref)
     command = shlex.join(
         vllm_command(base, adapters, port=args.port, max_lora_rank=_lora_rank(adapters))
