@@ -10,9 +10,12 @@ Run as: genpi train RUN_DIR --method genpi   (this module is the loop behind it)
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,23 @@ from genpi.train.losses import (
 from genpi.train.methods import Method
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def adapter_only_saves(model: Any) -> Iterator[None]:
+    """While inside, ``model.save_pretrained`` writes the adapter without PEFT's "auto" check of
+    the embeddings, which looks the base's config.json up on the Hub when
+    ``base_model_name_or_path`` is a hub id (ours is, for vLLM): a network call at every
+    checkpoint. genpi's adapters never train the embeddings, so there is nothing to look up."""
+    save = getattr(model, "save_pretrained", None)
+    if save is None or not hasattr(model, "peft_config"):
+        yield
+        return
+    model.save_pretrained = functools.partial(save, save_embedding_layers=False)
+    try:
+        yield
+    finally:
+        del model.save_pretrained  # the class's method again
 
 
 class GenpiTrainer(Trainer):
@@ -69,6 +89,10 @@ class GenpiTrainer(Trainer):
         self._split: Any = None
         self._teacher_split: Any = None
         self._prefix: Any = None  # the teacher's shared prompt prefix (SharedPrefix)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        with adapter_only_saves(self.model):
+            super()._save(output_dir, state_dict)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
