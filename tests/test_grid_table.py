@@ -18,8 +18,10 @@ from genpi.grid import (
     cell_seeds,
     cells_of,
     evaluate_isolating,
+    named_cells,
     resolve,
     seeded_cells,
+    success_stage,
 )
 from genpi.grid_report import (
     RowSpec,
@@ -115,6 +117,37 @@ def test_every_seed_only_for_the_cells_named_the_others_with_the_first():
     assert seeded_cells(argparse.Namespace(all_seeds_for=None, grid="table1"), cells) is None
     with pytest.raises(GenpiError, match="genpi-lam0.3, not a cell of --grid table1"):
         seeded_cells(argparse.Namespace(all_seeds_for="genpi-lam0.3", grid="table1"), cells)
+
+
+def test_bench_cells_runs_only_the_cells_named_beside_the_upper_bound_and_base(
+    tmp_path, monkeypatch
+):
+    import genpi.grid as grid
+
+    cells = cells_of(GRIDS["table1"], BASE)
+    args = argparse.Namespace(bench_cells="genpi,kld", grid="table1", bench="os")
+    assert named_cells(args, cells, "bench_cells") == {"genpi", "kld"}
+    with pytest.raises(GenpiError, match="--bench-cells names pg, not a cell of --grid table1"):
+        named_cells(argparse.Namespace(bench_cells="pg", grid="table1"), cells, "bench_cells")
+
+    ran = []
+
+    def fake_bench(args, out, name, mode, model_ref):
+        ran.append(name)
+        return {"pass": 1, "total": 2, "out": str(out / name)}
+
+    monkeypatch.setattr(grid, "run_bench", fake_bench)
+    adapters = {n: tmp_path / n for n in ("genpi", "genpi-seed1", "kld", "seqkd")}
+    failures = Failures(tmp_path / "errors")
+    left_out = ["seqkd"]
+    success, ceiling = success_stage(args, tmp_path, "m", adapters, None, failures, left_out)
+    assert ran == ["oracle", "upper_bound", "base", "genpi", "genpi-seed1", "kld"]
+    assert success["seqkd"] == {"skipped": "not run on the benchmark (--bench-cells)"}
+    assert success["genpi-seed1"]["pass"] == 1 and ceiling["total"] == 2
+    # a harness that cannot run here: its reason everywhere, the cells left out still say why
+    success, _ = success_stage(args, tmp_path, "m", adapters, "no sandbox", failures, left_out)
+    assert success["kld"] == {"skipped": "no sandbox"}
+    assert success["seqkd"]["skipped"].startswith("not run")
 
 
 def _entry(name, kind, **scores):

@@ -268,3 +268,30 @@ def test_adapter_agent_uses_the_adapters_prompt_without_it(
     assert not agent.with_prompt and agent.prompt.fingerprint == prompt.fingerprint
     assert agent.begin(_problem(match="1")) == prompt.student_messages("q?")
     assert agent.backend.has_adapter
+
+
+def test_concurrent_problems_share_batches_on_a_local_model(tiny_model_dir, tmp_path):
+    """--concurrency N on a local model: the agent's backend coalesces the N episodes' requests
+    into shared batches, one decoding loop for all of them (one at a time without it)."""
+    import argparse
+
+    from genpi.bench.core import build_agent
+    from genpi.bench.os.agents import OracleAgent
+    from genpi.bench.os.cli import PROMPT_FILE
+    from genpi.llm.coalesce import CoalescingBackend
+    from genpi.llm.local import LocalBackend
+
+    def agent_with(concurrency):
+        args = argparse.Namespace(
+            oracle=False, adapter=None, prompt=None, data=str(tmp_path / "data"), no_prompt=True,
+            model=str(tiny_model_dir), max_new_tokens=4, concurrency=concurrency,
+        )  # fmt: skip
+        return build_agent(args, PROMPT_FILE, OracleAgent)
+
+    (tmp_path / "prompts").mkdir()
+    prompt = Path(__file__).resolve().parents[1] / "examples" / "shell_agent.json"
+    (tmp_path / "prompts" / PROMPT_FILE).write_text(prompt.read_text())  # beside --data
+    shared = agent_with(26).backend
+    assert isinstance(shared, CoalescingBackend) and shared.max_batch == 26
+    assert shared.backend.batch_size == 26
+    assert isinstance(agent_with(1).backend, LocalBackend)

@@ -41,6 +41,8 @@ ADAPTER = "adapter"
 LAMBDAS = (0.0, 0.3, 0.5, 0.7, 0.9, 1.0)
 # Short names of the config fields a cell sets, for its adapter's directory name.
 SHORT = {"lam": "lam", "prepend_prob": "p"}
+# Benchmark problems played at once: their replies share batches (the local backend's batch size).
+BENCH_CONCURRENCY = 16
 
 
 # -- the grids, as data --------------------------------------------------------------------------
@@ -259,6 +261,7 @@ def run_bench(
     argv = ["--bench", args.bench, "--data", args.bench_data, "--out", str(folder)]
     argv += ["--model", model_ref, "--prompt", str(out / PROMPT_FILE)]
     argv += ["--max-new-tokens", str(args.bench_max_new_tokens), *mode]
+    argv += ["--concurrency", str(args.bench_concurrency)]
     if args.bench_limit:
         argv += ["--limit", str(args.bench_limit)]
     parser = argparse.ArgumentParser(prog="genpi eval-agent")
@@ -275,21 +278,26 @@ def success_stage(
     adapters: dict[str, Path],
     unavailable: str | None,
     failures: Failures,
+    left_out: Collection[str] = (),
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """(each system's {pass, total} or {error} or {skipped}, the oracle's run: the ceiling)."""
+    """(each system's {pass, total} or {error} or {skipped}, the oracle's run: the ceiling).
+    ``left_out``: adapters not run on the benchmark (--bench-cells), marked skipped."""
     systems: dict[str, list[str]] = {UPPER: [], BASE: ["--no-prompt"]}
-    systems.update({name: ["--adapter", str(path)] for name, path in adapters.items()})
+    systems.update(
+        {name: ["--adapter", str(path)] for name, path in adapters.items() if name not in left_out}
+    )
+    not_run = {name: {"skipped": "not run on the benchmark (--bench-cells)"} for name in left_out}
     if unavailable:
         skipped = {"skipped": unavailable}
-        return dict.fromkeys(systems, skipped), skipped
+        return {**dict.fromkeys(systems, skipped), **not_run}, skipped
     bench_failures = Failures(failures.folder)
     try:
         ceiling = run_bench(args, out, "oracle", ["--oracle"], model_ref)
     except Exception as exc:  # the harness itself cannot run: say so everywhere
         bench_failures.add(["oracle"], "benchmark", exc)
         error = {"error": bench_failures.errors["oracle"]}
-        return dict.fromkeys(systems, error), error
-    results: dict[str, dict[str, Any]] = {}
+        return {**dict.fromkeys(systems, error), **not_run}, error
+    results: dict[str, dict[str, Any]] = dict(not_run)
     for i, (name, mode) in enumerate(systems.items(), 1):
         print(f"   {args.bench} {i}/{len(systems)}: {name}", flush=True)
         try:
@@ -335,10 +343,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--bench-limit", type=int, default=None, help="only the first N problems")
     parser.add_argument(
+        "--bench-cells",
+        default=None,
+        metavar="CELLS",
+        help="comma-separated cells (adapter names) run on the benchmark, with every seed they "
+        "are trained with, beside the upper bound and the base model; the other rows' success "
+        "cells say they were not run (default: every cell)",
+    )
+    parser.add_argument(
         "--bench-max-new-tokens",
         type=int,
         default=MAX_NEW_TOKENS,
         help=f"the agent's reply budget per round on the benchmark (default {MAX_NEW_TOKENS})",
+    )
+    parser.add_argument(
+        "--bench-concurrency",
+        type=int,
+        default=BENCH_CONCURRENCY,
+        help="problems played at once on the benchmark, their replies generated in shared "
+        f"batches (default {BENCH_CONCURRENCY})",
     )
 
 
@@ -393,6 +416,7 @@ def run(
     for cell in cells.values():
         get_method(cell.method)  # an unknown method fails here, before hours of synthesis
     seeded = seeded_cells(args, cells)
+    benched = named_cells(args, cells, "bench_cells")
     unavailable = _check_bench(args)
     stage = recipe.stage
 
@@ -438,7 +462,12 @@ def run(
     ceiling: dict[str, Any] | None = None
     if args.bench:
         stage(f"4/4 success rates: {args.bench} ({args.bench_data})")
-        success, ceiling = success_stage(args, out, model_ref, adapters, unavailable, failures)
+        left_out = [
+            system_name(n, s) for n, _, s in runs if benched is not None and n not in benched
+        ]
+        success, ceiling = success_stage(
+            args, out, model_ref, adapters, unavailable, failures, left_out
+        )
     else:
         stage("4/4 tables")
 
@@ -457,6 +486,7 @@ def run(
             "eval_max_new_tokens": args.max_new_tokens or preset.eval_max_new_tokens,
             "bench_data": args.bench_data,
             "bench_limit": args.bench_limit,
+            "bench_cells": sorted(benched) if benched is not None else None,
         },
         "failures": dict(failures.errors),
         "success": success,
@@ -495,14 +525,21 @@ def run(
 
 def seeded_cells(args: argparse.Namespace, cells: dict[str, Cell]) -> set[str] | None:
     """--all-seeds-for as a set of cell names, each checked against this grid's cells."""
-    text = getattr(args, "all_seeds_for", None)
+    return named_cells(args, cells, "all_seeds_for")
+
+
+def named_cells(args: argparse.Namespace, cells: dict[str, Cell], option: str) -> set[str] | None:
+    """A comma-separated list of cell names (``--all-seeds-for``, ``--bench-cells``) as a set,
+    each checked against this grid's cells; None when the option is not given."""
+    text = getattr(args, option, None)
     if text is None:
         return None
     names = {n.strip() for n in text.split(",") if n.strip()}
     unknown = sorted(names - set(cells))
     if unknown:
+        flag = "--" + option.replace("_", "-")
         raise GenpiError(
-            f"--all-seeds-for names {', '.join(unknown)}, not a cell of --grid {args.grid}: "
+            f"{flag} names {', '.join(unknown)}, not a cell of --grid {args.grid}: "
             f"use some of {', '.join(cells)}"
         )
     return names

@@ -332,7 +332,12 @@ def add_agent_arguments(parser: argparse.ArgumentParser, prompt_file: str) -> No
     mode.add_argument("--adapter", default=None, help="a GenPI adapter: the model without prompt")
     mode.add_argument("--no-prompt", action="store_true", help="the bare model without prompt")
     mode.add_argument("--oracle", action="store_true", help="the oracle agent (harness check)")
-    parser.add_argument("--concurrency", type=int, default=1, help="problems run in parallel")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="problems run in parallel (a local model answers their requests in shared batches)",
+    )
     parser.add_argument("--out", default=None, help="output directory (transcripts, result.json)")
     parser.add_argument("--upper-bound", default=None, help="result.json of the upper-bound run")
     parser.add_argument("--limit", type=int, default=None, help="only the first N problems")
@@ -342,6 +347,8 @@ def add_agent_arguments(parser: argparse.ArgumentParser, prompt_file: str) -> No
 def build_llm_agent(args: argparse.Namespace, prompt_file: str) -> LLMAgent:
     """The agent the flags name: the prompted teacher, the bare model, or an adapter."""
     from genpi.llm import SamplingParams, load_backend
+    from genpi.llm.coalesce import CoalescingBackend
+    from genpi.llm.local import LocalBackend
     from genpi.prompt import load_prompt
 
     if args.adapter and not args.prompt:
@@ -365,6 +372,13 @@ def build_llm_agent(args: argparse.Namespace, prompt_file: str) -> LLMAgent:
         # Before the weights load and the environments start: the agent reads the whole prompt.
         check_model_fits(prompt, args.model, reserve=args.max_new_tokens)
     backend = load_backend(args.model, adapter=args.adapter)
+    concurrency = getattr(args, "concurrency", 1)
+    if concurrency > 1 and isinstance(backend, LocalBackend):
+        # One set of weights in this process: the episodes' requests share batches instead of
+        # taking turns with batches of one (an HTTP server batches concurrent requests itself).
+        # One decoding loop for all of them, not one per batch_size rows.
+        backend.batch_size = max(backend.batch_size, concurrency)
+        backend = CoalescingBackend(backend, max_batch=concurrency)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
     return LLMAgent(backend, prompt, with_prompt=with_prompt, params=params)
 
