@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from genpi.grid import (
     Failures,
     cell_seeds,
     cells_of,
+    compressed_prompt_files,
     evaluate_isolating,
     named_cells,
     resolve,
@@ -130,24 +132,54 @@ def test_bench_cells_runs_only_the_cells_named_beside_the_upper_bound_and_base(
     with pytest.raises(GenpiError, match="--bench-cells names pg, not a cell of --grid table1"):
         named_cells(argparse.Namespace(bench_cells="pg", grid="table1"), cells, "bench_cells")
 
-    ran = []
+    ran = {}
 
     def fake_bench(args, out, name, mode, model_ref):
-        ran.append(name)
+        ran[name] = mode
         return {"pass": 1, "total": 2, "out": str(out / name)}
 
     monkeypatch.setattr(grid, "run_bench", fake_bench)
     adapters = {n: tmp_path / n for n in ("genpi", "genpi-seed1", "kld", "seqkd")}
     failures = Failures(tmp_path / "errors")
     left_out = ["seqkd"]
-    success, ceiling = success_stage(args, tmp_path, "m", adapters, None, failures, left_out)
-    assert ran == ["oracle", "upper_bound", "base", "genpi", "genpi-seed1", "kld"]
+    compressed = {"compressed-0.5": tmp_path / "c.json"}
+    success, ceiling = success_stage(
+        args, tmp_path, "m", adapters, None, failures, left_out, compressed
+    )
+    assert list(ran) == [
+        *("oracle", "upper_bound", "base", "compressed-0.5"),
+        *("genpi", "genpi-seed1", "kld"),
+    ]
+    assert ran["compressed-0.5"] == ["--prompt", str(tmp_path / "c.json")]
+    assert ran["kld"] == ["--adapter", str(tmp_path / "kld")] and ran["base"] == ["--no-prompt"]
     assert success["seqkd"] == {"skipped": "not run on the benchmark (--bench-cells)"}
     assert success["genpi-seed1"]["pass"] == 1 and ceiling["total"] == 2
     # a harness that cannot run here: its reason everywhere, the cells left out still say why
     success, _ = success_stage(args, tmp_path, "m", adapters, "no sandbox", failures, left_out)
     assert success["kld"] == {"skipped": "no sandbox"}
     assert success["seqkd"]["skipped"].startswith("not run")
+
+
+def test_each_llmlingua_row_gets_its_cached_compressed_prompt_as_a_prompt_file(tmp_path):
+    from genpi.evaluate.compression import cache_path, run_cache_dir
+    from genpi.prompt import load_prompt
+
+    prompt = load_prompt(Path(__file__).parents[1] / "examples" / "shell_agent.json")
+    cached = cache_path(run_cache_dir(tmp_path), prompt, 0.5)
+    cached.parent.mkdir(parents=True)
+    cached.write_text(json.dumps({"rate": 0.5, "text": "Reply Thought: then Action: run[...]"}))
+    files, missing = compressed_prompt_files(tmp_path, prompt, [0.5, 0.3])
+    assert missing == {
+        "compressed-0.3": {"skipped": "no compressed prompt (its evaluation did not compress)"}
+    }
+    given = load_prompt(files["compressed-0.5"])
+    assert given.messages == (
+        {"role": "system", "content": "Reply Thought: then Action: run[...]"},
+    )
+    assert (given.input_template, given.action_pattern) == (
+        prompt.input_template,
+        prompt.action_pattern,
+    )
 
 
 def _entry(name, kind, **scores):
@@ -255,7 +287,7 @@ def test_success_rates_normalised_by_the_upper_bounds():
     assert by_label["SFT"]["note"] == "benchmark: SandboxError: no sandbox"
     assert by_label["SFT"]["raw"] is None
     assert by_label["KLD"] == {"raw": None, "normalised": None, "note": "not run"}
-    assert by_label["LLMLingua 0.5"]["note"].startswith("the harness has no agent")
+    assert by_label["LLMLingua 0.5"] == {"raw": None, "normalised": None, "note": "not run"}
     assert columns(rows, SUMMARY)[-1] == "success"
     assert format_cell(by_label["GenPI"], "success") == "0.75 (6/16) [0.50, 1.00]"
     assert success_cell([{"pass": 0, "total": 8}], 0.0)["normalised"] is None  # no scale
@@ -284,6 +316,7 @@ def test_the_markdown_table_rows_and_failure_notes():
         "- KLD (kld-seed1) failed: evaluation: RuntimeError: boom",
         "- upper: success: no sandbox here",
         "- base: success: no sandbox here",
+        "- LLMLingua 0.5: success: not run",
         "- GenPI: success: no sandbox here",
         "- SFT: success: not run",
         "- KLD: success: not run",

@@ -26,14 +26,18 @@ evaluation or the benchmark) is marked in the table with its error, the tracebac
 from __future__ import annotations
 
 import argparse
+import json
 import traceback
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genpi.errors import GenpiError
 from genpi.grid_report import COMPRESSED, UPPER, RowSpec
+
+if TYPE_CHECKING:
+    from genpi.prompt import Prompt
 
 BASE = "base"
 ADAPTER = "adapter"
@@ -252,14 +256,14 @@ def run_bench(
 ) -> dict[str, Any]:
     """One system on the benchmark (``genpi eval-agent --bench B ...`` in this process, which
     resumes finished problems): {pass, total} from its result.json."""
-    import json
-
     from genpi.bench import cli
     from genpi.data import PROMPT_FILE
 
     folder = out / "bench" / args.bench / name
     argv = ["--bench", args.bench, "--data", args.bench_data, "--out", str(folder)]
-    argv += ["--model", model_ref, "--prompt", str(out / PROMPT_FILE)]
+    argv += ["--model", model_ref]
+    if "--prompt" not in mode:  # a compressed prompt's system brings its own
+        argv += ["--prompt", str(out / PROMPT_FILE)]
     argv += ["--max-new-tokens", str(args.bench_max_new_tokens), *mode]
     argv += ["--concurrency", str(args.bench_concurrency)]
     if args.bench_limit:
@@ -271,6 +275,30 @@ def run_bench(
     return {"pass": result["pass"], "total": result["total"], "out": str(folder)}
 
 
+def compressed_prompt_files(
+    out: Path, prompt: Prompt, rates: Sequence[float]
+) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
+    """({system: a prompt file holding its compressed prompt}, {system: why it has none}) for the
+    LLMLingua rows, from the compressions the evaluation cached: the harness's agent is then
+    given the compressed prompt where the upper bound is given the prompt."""
+    from genpi.evaluate.compression import cache_path, compressed_prompt, run_cache_dir
+    from genpi.evaluate.systems import compressed_system
+
+    files: dict[str, Path] = {}
+    missing: dict[str, dict[str, Any]] = {}
+    for rate in rates:
+        name = compressed_system(rate, "").name
+        cached = cache_path(run_cache_dir(out), prompt, rate)
+        if not cached.exists():  # its evaluation failed before compressing: marked there
+            missing[name] = {"skipped": "no compressed prompt (its evaluation did not compress)"}
+            continue
+        text = json.loads(cached.read_text())["text"]
+        files[name] = out / "bench" / "prompts" / f"{name}.json"
+        files[name].parent.mkdir(parents=True, exist_ok=True)
+        compressed_prompt(text, prompt).save(files[name])
+    return files, missing
+
+
 def success_stage(
     args: argparse.Namespace,
     out: Path,
@@ -279,10 +307,13 @@ def success_stage(
     unavailable: str | None,
     failures: Failures,
     left_out: Collection[str] = (),
+    compressed: dict[str, Path] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """(each system's {pass, total} or {error} or {skipped}, the oracle's run: the ceiling).
-    ``left_out``: adapters not run on the benchmark (--bench-cells), marked skipped."""
+    ``left_out``: adapters not run on the benchmark (--bench-cells), marked skipped;
+    ``compressed``: the LLMLingua systems, each with its compressed prompt's file."""
     systems: dict[str, list[str]] = {UPPER: [], BASE: ["--no-prompt"]}
+    systems.update({name: ["--prompt", str(path)] for name, path in (compressed or {}).items()})
     systems.update(
         {name: ["--adapter", str(path)] for name, path in adapters.items() if name not in left_out}
     )
@@ -465,9 +496,11 @@ def run(
         left_out = [
             system_name(n, s) for n, _, s in runs if benched is not None and n not in benched
         ]
+        compressed, uncompressed = compressed_prompt_files(out, prompt, rates)
         success, ceiling = success_stage(
-            args, out, model_ref, adapters, unavailable, failures, left_out
+            args, out, model_ref, adapters, unavailable, failures, left_out, compressed
         )
+        success.update(uncompressed)
     else:
         stage("4/4 tables")
 

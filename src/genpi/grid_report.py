@@ -134,8 +134,6 @@ def build_rows(
 def _success_of(
     spec: RowSpec, success: Mapping[str, Mapping[str, Any]], upper_rate: float | None
 ) -> dict[str, Any]:
-    if spec.kind == COMPRESSED:
-        return success_cell([], None, "the harness has no agent with a compressed prompt")
     results = [success[s] for s in spec.systems if s in success]
     notes = [r.get("error") or r.get("skipped") for r in results]
     note = next((n for n in notes if n), None if results else "not run")
@@ -215,7 +213,7 @@ def _notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         for row in rows
         for system, error in row["errors"].items()
     ]
-    measured = [r for r in rows if SUCCESS in r["scores"] and r["kind"] != COMPRESSED]
+    measured = [r for r in rows if SUCCESS in r["scores"]]
     why = [(r["label"], r["scores"][SUCCESS].get("note")) for r in measured]
     if why and all(n and n == why[0][1] for _, n in why):
         notes.append(f"- success not measured: {why[0][1]}")  # one reason for every row: once

@@ -128,11 +128,10 @@ def compress_prompt(
             raise CompressionError(
                 f"compression rate {rate} is not in (0, 1]: give e.g. 0.9,0.7,0.3"
             )
-    cache = Path(cache_dir) if cache_dir else None
     results: dict[float, dict[str, Any]] = {}
     missing = []
     for rate in rates:
-        path = cache / f"{prompt.fingerprint[:16]}-{rate:g}.json" if cache else None
+        path = cache_path(cache_dir, prompt, rate) if cache_dir else None
         if path is not None and path.exists():
             results[rate] = json.loads(path.read_text())
         else:
@@ -153,11 +152,21 @@ def compress_prompt(
             "prompt_fingerprint": prompt.fingerprint,
         }
         results[rate] = record
-        if cache is not None:
+        if cache_dir:
             from genpi.data import write_json_atomic
 
-            write_json_atomic(cache / f"{prompt.fingerprint[:16]}-{rate:g}.json", record)
+            write_json_atomic(cache_path(cache_dir, prompt, rate), record)
     return results
+
+
+def run_cache_dir(run_dir: str | Path) -> Path:
+    """A run's cache of compressed prompts (``genpi eval``'s, read again by ``genpi grid``)."""
+    return Path(run_dir) / "eval" / "compressed"
+
+
+def cache_path(cache_dir: str | Path, prompt: Prompt, rate: float) -> Path:
+    """Where ``compress_prompt`` keeps the prompt's compression at ``rate``."""
+    return Path(cache_dir) / f"{prompt.fingerprint[:16]}-{rate:g}.json"
 
 
 def compressed_prompt(compressed_text: str, prompt: Prompt) -> Prompt:

@@ -255,7 +255,7 @@ def evaluate(
     ``inputs`` file is given".
     """
     from genpi.adapter import check_adapter
-    from genpi.evaluate.compression import compress_prompt
+    from genpi.evaluate.compression import compress_prompt, run_cache_dir
     from genpi.evaluate.systems import adapter_system, base, compressed_system, upper_bound
     from genpi.models import resolve_model
     from genpi.prompt import load_prompt
@@ -288,7 +288,7 @@ def evaluate(
             prompt,
             list(compression),
             model_dir=resolved.path,
-            cache_dir=run_dir / "eval" / "compressed",
+            cache_dir=run_cache_dir(run_dir),
         )
         for rate, record in compressed.items():
             systems.append(compressed_system(rate, record["text"]))
