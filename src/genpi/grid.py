@@ -313,10 +313,11 @@ def success_stage(
     ``left_out``: adapters not run on the benchmark (--bench-cells), marked skipped;
     ``compressed``: the LLMLingua systems, each with its compressed prompt's file."""
     systems: dict[str, list[str]] = {UPPER: [], BASE: ["--no-prompt"]}
-    systems.update({name: ["--prompt", str(path)] for name, path in (compressed or {}).items()})
     systems.update(
         {name: ["--adapter", str(path)] for name, path in adapters.items() if name not in left_out}
     )
+    # The compression baseline last: a run cut short has the adapters', which the table is for.
+    systems.update({name: ["--prompt", str(path)] for name, path in (compressed or {}).items()})
     not_run = {name: {"skipped": "not run on the benchmark (--bench-cells)"} for name in left_out}
     if unavailable:
         skipped = {"skipped": unavailable}
