@@ -211,6 +211,8 @@ def test_llm_agent_views_and_loop(tiny_backend, os_prompt_path):
     params = SamplingParams(max_new_tokens=8)
     teacher = LLMAgent(tiny_backend, prompt, params=params)
     student = LLMAgent(tiny_backend, prompt, with_prompt=False, params=params)
+    assert teacher.name.endswith(f" (prompt {prompt.name})")  # which prompt, in result.json
+    assert student.name.endswith(" (no prompt)")
     assert teacher.begin(problem) == prompt.teacher_messages("q?")
     assert student.begin(problem) == [{"role": "user", "content": prompt.fill("q?", student=True)}]
     transcript = []

@@ -303,7 +303,10 @@ class LLMAgent:
         self.prompt = prompt
         self.with_prompt = with_prompt
         self.params = params or SamplingParams(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0)
-        self.name = f"{getattr(backend, 'name', 'llm')}{'' if with_prompt else ' (no prompt)'}"
+        # Which prompt it was given: the grid runs one model with the prompt and with each
+        # compressed prompt, and result.json should say which is which.
+        given = f" (prompt {prompt.name})" if with_prompt else " (no prompt)"
+        self.name = f"{getattr(backend, 'name', 'llm')}{given}"
 
     def begin(self, problem: Any) -> list[Message]:
         if self.with_prompt:
