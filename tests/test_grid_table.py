@@ -173,6 +173,7 @@ def test_each_llmlingua_row_gets_its_cached_compressed_prompt_as_a_prompt_file(t
         "compressed-0.3": {"skipped": "no compressed prompt (its evaluation did not compress)"}
     }
     given = load_prompt(files["compressed-0.5"])
+    assert given.name == f"{prompt.name}-compressed-0.5"
     assert given.messages == (
         {"role": "system", "content": "Reply Thought: then Action: run[...]"},
     )

@@ -29,7 +29,7 @@ import argparse
 import json
 import traceback
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -292,10 +292,11 @@ def compressed_prompt_files(
         if not cached.exists():  # its evaluation failed before compressing: marked there
             missing[name] = {"skipped": "no compressed prompt (its evaluation did not compress)"}
             continue
-        text = json.loads(cached.read_text())["text"]
+        given = compressed_prompt(json.loads(cached.read_text())["text"], prompt)
         files[name] = out / "bench" / "prompts" / f"{name}.json"
         files[name].parent.mkdir(parents=True, exist_ok=True)
-        compressed_prompt(text, prompt).save(files[name])
+        # named with its rate: the benchmark's result.json names the agent by its prompt
+        replace(given, name=f"{given.name}-{rate:g}").save(files[name])
     return files, missing
 
 
