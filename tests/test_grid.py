@@ -14,6 +14,7 @@ import pytest
 
 from genpi import grid
 from genpi.grid_report import columns
+from genpi.prompt import load_prompt
 
 SHARED_OS = Path(__file__).resolve().parents[1].parent / "shared" / "agentbench" / "os_interaction"
 # A cell that cannot train (a config the trainer refuses): it is marked, the rest go on.
@@ -122,7 +123,11 @@ def test_a_rerun_trains_nothing_and_adds_the_benchmarks_success_rates(
     for row in rows:  # every row, the LLMLingua one with its compressed prompt
         success = row["scores"]["success"]
         assert success["total"] == 1, (row["label"], success)
-    assert (out / "bench" / "prompts" / "compressed-0.5.json").exists()
+    # the compressed row was played with its own prompt, not the run's (its run.json says so)
+    played = json.loads((out / "bench" / "os" / "compressed-0.5" / "run.json").read_text())
+    given = load_prompt(out / "bench" / "prompts" / "compressed-0.5.json")
+    assert played["prompt"] == given.fingerprint != load_prompt(out / "prompt.json").fingerprint
+    assert played["agent"].endswith(f"(prompt {given.name})")
     result = json.loads((out / "bench" / "os" / "genpi" / "result.json").read_text())
     assert result["total"] == 1
 

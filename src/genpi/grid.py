@@ -295,7 +295,7 @@ def compressed_prompt_files(
         given = compressed_prompt(json.loads(cached.read_text())["text"], prompt)
         files[name] = out / "bench" / "prompts" / f"{name}.json"
         files[name].parent.mkdir(parents=True, exist_ok=True)
-        # named with its rate: the benchmark's result.json names the agent by its prompt
+        # named with its rate: the benchmark's run.json names the agent by its prompt
         replace(given, name=f"{given.name}-{rate:g}").save(files[name])
     return files, missing
 

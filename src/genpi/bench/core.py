@@ -304,7 +304,7 @@ class LLMAgent:
         self.with_prompt = with_prompt
         self.params = params or SamplingParams(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0)
         # Which prompt it was given: the grid runs one model with the prompt and with each
-        # compressed prompt, and result.json should say which is which.
+        # compressed prompt, and run.json should say which is which.
         given = f" (prompt {prompt.name})" if with_prompt else " (no prompt)"
         self.name = f"{getattr(backend, 'name', 'llm')}{given}"
 
