@@ -79,7 +79,7 @@ class ScriptedBackend:
             return (
                 "Sure, here they are:\n"
                 + "\n".join(f"{i + 1}. {t}" for i, t in enumerate(items))
-                + "\nEnjoy!"
+                + "\n\nEnjoy!"
             )
         if "careful commentator" in last:
             return "The prompt asks for a Thought and an Action line, so the answer changes."

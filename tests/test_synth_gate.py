@@ -202,7 +202,7 @@ def _stage(tmp_path, prompt, backend, model=None, **kw):
 def test_every_request_shows_other_demonstrations_and_another_focus(tmp_path):
     demos = demonstration_inputs(MANY_DEMOS)
     backend = Recording()
-    _stage(tmp_path, MANY_DEMOS, backend, n=12)
+    _stage(tmp_path, MANY_DEMOS, backend, n=12, input_style="describe")
     assert len(backend.requests) == 3
     shown = [frozenset(d for d in demos if f"- {d}\n" in r) for r in backend.requests]
     assert all(len(s) == 5 for s in shown) and len(set(shown)) > 1
@@ -214,6 +214,51 @@ def test_every_request_shows_other_demonstrations_and_another_focus(tmp_path):
     ]
     focus = [next(a for a in aspects if f'matters: "{a}"' in r) for r in backend.requests]
     assert len(set(focus)) > 1
+
+
+def test_every_continued_list_starts_from_other_demonstrations_and_kept_inputs(tmp_path):
+    demos = demonstration_inputs(MANY_DEMOS)
+
+    class Lists(ScriptedBackend):
+        listed: list[list[str]] = []
+
+        def _answer(self, conv):
+            if conv[-1]["role"] == "assistant":
+                self.listed.append(parse_list(conv[-1]["content"] + " x")[:-1])
+            return super()._answer(conv)
+
+    backend = Lists()
+    run, _ = _stage(tmp_path, MANY_DEMOS, backend, n=12)
+    kept = [r["input"] for r in run.read("inputs")]
+    assert len(backend.listed) == 3
+    assert all(sum(item in demos for item in listed) == 5 for listed in backend.listed)
+    assert len({frozenset(listed) for listed in backend.listed}) == 3
+    # From the second request on, two inputs kept by the earlier ones are in the list too.
+    assert [sum(item in kept for item in listed) for listed in backend.listed] == [0, 2, 2]
+
+
+def test_too_short_is_a_third_of_the_shortest_real_input():
+    ten_words = prompt_from_dict(
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": "Task: tell me how many files are in the directory /etc",
+                },
+                {"role": "assistant", "content": "Action: done[220]"},
+            ],
+            "input_template": "Task: {input}",
+        }
+    )
+    gate = InputGate(ten_words)
+    assert gate.min_words == 4
+    assert [gate.offer(x) for x in ("Virus scanner.", "Containers in Docker?")] == [
+        "too_short",
+        "too_short",
+    ]
+    assert gate.offer("how big is /var/log?") is None
+    # One-line real inputs: an item that runs on over more lines is a pasted log, not an input.
+    assert gate.offer("[user1] - 12 months ago - a line of food\n[user1] - shoutout") == "too_long"
 
 
 def test_teacher_check_keeps_what_the_teacher_acts_on_and_stores_its_answer(

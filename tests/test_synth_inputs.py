@@ -144,21 +144,29 @@ def test_stage_stops_at_n_and_counts_duplicates_across_requests(tmp_path):
     assert all(r["split"] in ("train", "heldout") for r in records)
 
 
-def test_seed_inputs_are_shown_to_the_generator(tmp_path):
+@pytest.mark.parametrize("style", ["describe", "continue"])
+def test_seed_inputs_are_shown_to_the_generator(tmp_path, style):
     from synth_scripted import ScriptedBackend
 
     class Recording(ScriptedBackend):
-        seen: list[str] = []
+        seen: list[list[dict]] = []
 
         def _answer(self, conv):
-            self.seen.append(conv[0]["content"])
+            self.seen.append(conv)
             return super()._answer(conv)
 
     seeds = [f"seed problem number {i}" for i in range(8)]
     backend = Recording()
-    _stage(tmp_path, backend, seeds=seeds, n=4)
-    shown = [s for s in seeds if s in backend.seen[0]]
-    assert len(shown) == 5 and "Examples of user inputs" in backend.seen[0]
+    _stage(tmp_path, backend, seeds=seeds, n=4, input_style=style)
+    request = backend.seen[0]
+    if style == "describe":
+        assert "Examples of user inputs" in request[0]["content"]
+        shown = [s for s in seeds if s in request[0]["content"]]
+    else:  # the seeds and the demonstration are the start of the answer's numbered list
+        listed = parse_list(request[-1]["content"] + " x")[:-1]
+        assert len(listed) == 6 and "how many lines does /etc/passwd have?" in listed
+        shown = [s for s in seeds if s in listed]
+    assert len(shown) == 5
 
 
 def test_given_inputs_come_first_and_the_generator_tops_up(tmp_path):
@@ -184,7 +192,7 @@ def test_request_ends_with_the_prefill_and_the_answer_is_read_after_it(tmp_path)
     from genpi.synth.inputs import continued, input_request
     from synth_scripted import ScriptedBackend
 
-    request = input_request(SHELL, 3, [], "1.")
+    request = input_request(SHELL, 3, [], "1.")  # the "describe" style
     assert request[-1] == {"role": "assistant", "content": "1."}
     assert input_request(SHELL, 3, [])[-1]["role"] == "user"
     # The generator continues after "1."; an endpoint that ignored the prefill starts over.
@@ -197,9 +205,111 @@ def test_request_ends_with_the_prefill_and_the_answer_is_read_after_it(tmp_path)
             assert conv[-1] == {"role": "assistant", "content": "1."}
             return "list /tmp\n2. #2. count users\n3. show the disk usage of /var"
 
-    run, _ = _stage(tmp_path, Continuing(), n=3)
+    run, _ = _stage(tmp_path, Continuing(), n=3, input_style="describe")
     assert [r["input"] for r in run.read("inputs")] == [
         "list /tmp",
         "count users",
         "show the disk usage of /var",
     ]
+
+
+def test_continue_style_numbers_new_items_after_the_exemplars_and_reads_only_those(tmp_path):
+    from genpi.synth.inputs import continuation_request
+    from synth_scripted import ScriptedBackend
+
+    request = continuation_request(3, ["list /tmp", "count users"])
+    assert request.conversation[-1] == {
+        "role": "assistant",
+        "content": "1. list /tmp\n2. count users\n3.",
+    }
+    assert "3 new user inputs for this task" in request.conversation[0]["content"]
+    assert (request.lead, request.last_number) == ("3.", 5)
+    # An endpoint that cannot continue a message is shown the list and asked for 3 to 5.
+    plain = continuation_request(3, ["list /tmp", "count users"], prefill=False)
+    assert len(plain.conversation) == 1 and plain.lead == ""
+    assert "1. list /tmp\n2. count users\n" in plain.conversation[0]["content"]
+    assert "from 3 to 5" in plain.conversation[0]["content"]
+    # Inputs that span paragraphs are listed and continued between tags.
+    tagged = continuation_request(2, ["page 1\n\nTask: book a table"])
+    assert tagged.conversation[-1]["content"] == (
+        "1. <input>\npage 1\n\nTask: book a table\n</input>\n2. <input>\n"
+    )
+
+    class Continuing(ScriptedBackend):
+        requests: list[list[dict]] = []
+        params: list = []
+
+        def generate(self, conversations, params):
+            self.params.append(params)
+            return super().generate(conversations, params)
+
+        def _answer(self, conv):
+            self.requests.append(conv)
+            n = len(self.requests)
+            if n == 1:  # one item, or a refusal after the prefill's number: not read as a list
+                return "I would rather not."
+            return f"count files in /opt{n}\n{n + 1}. show /srv{n} usage"
+
+    backend = Continuing()
+    run, stats = _stage(tmp_path, backend, n=3, batch_size=1, max_generated_exemplars=1)
+    assert [r["input"] for r in run.read("inputs")] == [
+        "count files in /opt2",
+        "show /srv2 usage",
+        "count files in /opt3",
+    ]
+    assert stats["input_style"] == "continue" and stats["no_list"] == 1
+    # The first two requests list the demonstration; the third adds an input kept before it,
+    # and its list stops at the number after the ones asked for.
+    listed = [parse_list(r[-1]["content"] + " x")[:-1] for r in backend.requests]
+    demo = "how many lines does /etc/passwd have?"
+    assert listed[:2] == [[demo], [demo]] and demo in listed[2] and len(listed[2]) == 2
+    assert set(listed[2]) - {demo} <= {"count files in /opt2", "show /srv2 usage"}
+    assert [p.stop[0] for p in backend.params] == ["\n6.", "\n6.", "\n7."]
+
+
+def test_continue_style_without_exemplars_asks_in_the_describe_style(tmp_path):
+    from synth_scripted import ScriptedBackend
+
+    bare = prompt_from_dict({"messages": [{"role": "system", "content": "You run commands."}]})
+    from genpi.synth.config import SynthConfig
+    from genpi.synth.inputs import run_inputs
+    from genpi.synth.pipeline import open_run
+
+    config = SynthConfig(n=2, num_gen_once=4, progress=False)
+    run = open_run(bare, tmp_path / "run", model_name="s", generator_name="s", config=config)
+    stats = run_inputs(run, ScriptedBackend(), config)
+    assert stats["input_style"] == "describe" and stats["kept"] == 2
+
+
+def test_the_last_item_of_an_answer_cut_off_by_the_token_cap_is_dropped(tmp_path):
+    from genpi.llm import Generation
+    from synth_scripted import ScriptedBackend
+
+    class CutOff(ScriptedBackend):
+        def generate(self, conversations, params):
+            self.calls.append(len(conversations))
+            return [Generation("list /var/tmp\n3. count the files in /opt and", 9, 9, "length")]
+
+    run, stats = _stage(tmp_path, CutOff(), n=1, batch_size=1)
+    assert [r["input"] for r in run.read("inputs")] == ["list /var/tmp"]
+    assert stats["cut_off"] == 1 and stats["candidates"] == 2
+
+
+def test_input_style_is_checked_and_a_run_recorded_before_it_resumes_as_it_was_asked(tmp_path):
+    import argparse
+
+    from genpi.synth.cli import add_setting_arguments, build_config
+    from genpi.synth.config import SynthConfig
+
+    with pytest.raises(ValueError, match="unknown input_style 'list'"):
+        SynthConfig(input_style="list")
+    parser = argparse.ArgumentParser()
+    add_setting_arguments(parser)
+    parser.add_argument("--preset", default=None)
+    parser.add_argument("--no-progress", action="store_true")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--input-style", "list"])
+    args = parser.parse_args([])
+    assert build_config(args, {"n": 7}).input_style == "describe"  # recorded before the field
+    assert build_config(args, {"n": 7, "input_style": "continue"}).input_style == "continue"
+    assert build_config(parser.parse_args(["--preset", "cpu"])).input_style == "continue"

@@ -16,11 +16,27 @@ from genpi.errors import GenpiError
 STAGE_CHOICES = ("all", "inputs", "conversations", "outputs", "reasons", "report")
 
 
+def _input_style(value: str) -> str:
+    from genpi.synth.config import INPUT_STYLES
+
+    if value not in INPUT_STYLES:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an input style: use {' or '.join(INPUT_STYLES)}"
+        )
+    return value
+
+
 # SynthConfig fields set by a flag of their own name (--num-gen-once sets num_gen_once), in the
 # order --help lists them; a flag not given (None) keeps the recorded or the preset's value.
 SETTING_FLAGS: dict[str, tuple[type, str]] = {
     "n": (int, "pseudo inputs to keep (paper: 1000)"),
     "num_gen_once": (int, "inputs asked for per request"),
+    "input_style": (
+        _input_style,
+        "how the generator is asked for inputs: continue (it continues a list of the prompt's "
+        "demonstration inputs, seeds and inputs kept so far; default) or describe (it reads the "
+        "whole prompt, as in the paper: for a large generator)",
+    ),
     "input_prefill": (
         str,
         "text the generator's list starts from (default '1.'; '' for an endpoint that cannot "
@@ -153,6 +169,8 @@ def build_config(args: argparse.Namespace, recorded: dict | None = None):
     overrides = config_overrides(args)
     if args.preset is None and recorded:
         known = set(SynthConfig.__dataclass_fields__)
+        # Runs recorded before input_style existed were asked in the "describe" style: resume so.
+        recorded = {"input_style": "describe", **recorded}
         config = SynthConfig(**{**{k: v for k, v in recorded.items() if k in known}, **overrides})
     else:
         config = SynthConfig.preset(args.preset or "paper", **overrides)

@@ -13,6 +13,7 @@ from typing import Any
 
 END_TOKEN = "[END_CONVERSATION]"
 DEFAULT_MAX_TURNS = 8  # used when neither the prompt file nor --max-turns sets one
+INPUT_STYLES = ("continue", "describe")  # how stage 1 asks the generator (SynthConfig.input_style)
 
 
 @dataclass
@@ -23,12 +24,24 @@ class SynthConfig:
     input_temperature: float = 1.0
     input_top_p: float = 0.9
     input_max_new_tokens: int = 1024
+    # How the generator is asked. "continue": it continues a numbered list of exemplars (the
+    # prompt's demonstration inputs, --seed-inputs and inputs kept so far) without the prompt's
+    # text; measured on the embedded 135M generator, the long prompt in the request derails it
+    # into fragments and chatter, while a list of real inputs is continued with inputs of their
+    # shape. "describe": the paper's request, the whole prompt and a focus sentence from it,
+    # then a numbered list (for a large generator). "continue" without any exemplar falls back
+    # to "describe" (the stage's statistics say which ran).
+    input_style: str = "continue"
     # The generator's answer is started with this text, so a small model writes the list instead
-    # of chatting about the prompt ("" for an endpoint without continue_final_message).
+    # of chatting about the prompt ("" for an endpoint without continue_final_message; then the
+    # "continue" style shows its list in the request and reads the whole answer).
     input_prefill: str = "1."
     # Exemplars shown per request: up to this many of the prompt's demonstration inputs, and as
     # many of --seed-inputs, a different random subset every request.
     max_seed_demos: int = 5
+    # "continue" style: also up to this many inputs kept by earlier requests (Self-Instruct's
+    # mix), so that a prompt with one demonstration does not get the same list every time.
+    max_generated_exemplars: int = 2
     near_duplicate_jaccard: float = 0.8  # token-set Jaccard at or above which two inputs are one
     max_input_chars: int = 1500  # longer is "too_long" (or twice the longest exemplar, if more)
     # Keep an input only when the target model with the prompt answers it with an action the
@@ -69,6 +82,12 @@ class SynthConfig:
 
     def turn_limit(self, prompt_max_turns: int | None) -> int:
         return self.max_turns or prompt_max_turns or DEFAULT_MAX_TURNS
+
+    def __post_init__(self) -> None:
+        if self.input_style not in INPUT_STYLES:
+            raise ValueError(
+                f"unknown input_style {self.input_style!r}; use one of {', '.join(INPUT_STYLES)}"
+            )
 
     def input_request_limit(self) -> int:
         if self.max_input_requests is not None:

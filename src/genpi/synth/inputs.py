@@ -1,9 +1,13 @@
 """Stage 1: pseudo user inputs, written by the generator from the prompt alone.
 
-The generator reads the prompt as a document and writes numbered lists of new user inputs,
-sampled with top-p 0.9 and T 1.0. Every request shows it a different random subset of the
-prompt's own demonstration inputs (plus ``--seed-inputs``) in their exact shape, and a different
-focus drawn from the prompt's instructions, so that the lists do not repeat one another.
+The generator writes numbered lists of new user inputs, sampled with top-p 0.9 and T 1.0, in
+one of two styles (``SynthConfig.input_style``). "continue" (the default): it continues a
+numbered list of exemplars in their exact shape — a random subset of the prompt's own
+demonstration inputs, ``--seed-inputs`` and inputs kept by earlier requests — without the
+prompt's text, which derails a small generator. "describe" (the paper's): it reads the prompt as
+a document, with a random subset of the exemplars and a focus sentence drawn from the prompt's
+instructions, and writes a list. Either way every request shows other exemplars, so that the
+lists do not repeat one another.
 
 Every parsed item passes a quality gate, with a counted reason for every drop: empty, too short
 to be a task (a number, a bare label, a heading, a markup fragment), too long, an echo of the
@@ -60,9 +64,17 @@ GATE_REASONS = (
     "near_duplicates",
 )
 TEACHER_REASONS = ("teacher_rejected", "teacher_unchecked")
-DROP_REASONS = (*GATE_REASONS, *TEACHER_REASONS, "surplus")
+# "cut_off": the last item of an answer that hit the generator's token cap (it ends mid-sentence).
+DROP_REASONS = ("cut_off", *GATE_REASONS, *TEACHER_REASONS, "surplus")
 # Stage totals that describe the run as a whole, not a batch (never summed from the log).
-_RUN_KEYS = ("target", "total_kept", "exhausted", "teacher_check", "items_per_request")
+_RUN_KEYS = (
+    "target",
+    "total_kept",
+    "exhausted",
+    "teacher_check",
+    "items_per_request",
+    "input_style",
+)
 
 
 # -- parsing -----------------------------------------------------------------------------------
@@ -307,10 +319,12 @@ class InputGate:
     The limits are set from the exemplars (the prompt's demonstration inputs and seeds), not fixed,
     so a prompt whose real inputs are one word or a page of HTML is judged by its own measure:
 
-    - ``too_short``: fewer words (2+ letters, outside markup tags) than ``min(2, the shortest
-      exemplar's)``, or a heading (a one-line label ending in ":", a markdown "# ..." line): the
-      numbers, bare labels and tag fragments a generator writes between its real items;
-    - ``too_long``: over ``max(max_chars, 2 x the longest exemplar)`` characters;
+    - ``too_short``: fewer words (2+ letters, outside markup tags) than a third of the shortest
+      exemplar's (at least 2, at most the shortest's own count), or a heading (a one-line label
+      ending in ":", a markdown "# ..." line): the numbers, bare labels, noun phrases and tag
+      fragments a generator writes between its real items;
+    - ``too_long``: over ``max(max_chars, 2 x the longest exemplar)`` characters, or on more lines
+      than any exemplar (one-line inputs followed by comment lines or a pasted log);
     - ``echo``: 80% of its word trigrams (or all of a shorter one) copied from the prompt's text
       outside its demonstration inputs (those are ``demo_copies``), or the template's ``{input}``;
     - ``demo_copies``, ``exact_duplicates``, ``near_duplicates``: ``InputFilter``.
@@ -329,8 +343,12 @@ class InputGate:
         self.filter = InputFilter(prompt, threshold=threshold)
         demos = demonstration_inputs(prompt)
         examples = [e for e in [*demos, *(exemplars or [])] if e.strip()]
-        self.min_words = min([2, *(len(_words(e)) for e in examples)])
+        # A third of the shortest real input: "Virus scanner." is not a task where real inputs
+        # are ten-word questions, but "list users" is where they are two words long.
+        shortest = min((len(_words(e)) for e in examples), default=2)
+        self.min_words = min(shortest, max(2, -(-shortest // 3)))
         self.max_chars = max([max_chars, *(2 * len(e) for e in examples)])
+        self.max_lines = max((len(e.strip().splitlines()) for e in examples), default=None)
         self.echo_share = echo_share
         # The prompt's text without its demonstration inputs, in segments that n-grams never cross.
         segments = [m["content"] for m in prompt.messages]
@@ -361,6 +379,8 @@ class InputGate:
         ):
             return "too_short"  # a heading or a label, not a task
         if len(text) > self.max_chars:
+            return "too_long"
+        if self.max_lines is not None and len(text.strip().splitlines()) > self.max_lines:
             return "too_long"
         return None
 
@@ -509,6 +529,50 @@ def request_prefill(prefill: str, demos: list[str]) -> str:
     return prefill
 
 
+@dataclass(frozen=True)
+class InputRequest:
+    """One request for inputs: the conversation, the text its answer is read after (``lead``),
+    and the last item number asked for."""
+
+    conversation: list[dict[str, str]]
+    lead: str
+    last_number: int
+
+
+def continuation_request(k: int, exemplars: list[str], prefill: bool = True) -> InputRequest:
+    """The "continue" style: a numbered list of ``exemplars`` that the generator continues with
+    ``k`` new items, numbered after them (in ``<input>`` tags when the exemplars span lines).
+
+    With ``prefill`` the list is the start of the generator's own answer (it continues after
+    the next number); without it (an endpoint that cannot continue a message), the list is shown
+    in the request and the answer is read whole.
+    """
+    tagged = multiline(exemplars)
+    m = len(exemplars)
+    if tagged:
+        listing = "".join(
+            f"{i}. {OPEN_TAG}\n{e}\n{CLOSE_TAG}\n" for i, e in enumerate(exemplars, 1)
+        )
+        opener = f"{m + 1}. {OPEN_TAG}\n"
+        shape = f", each between {OPEN_TAG} and {CLOSE_TAG}"
+    else:
+        listing = "".join(f"{i}. {e}\n" for i, e in enumerate(exemplars, 1))
+        opener = f"{m + 1}."
+        shape = ""
+    ask = (
+        f"Write a numbered list of {k} new user inputs for this task{shape}, like the examples "
+        "and different from them and from each other: realistic, specific, each a whole input."
+    )
+    if prefill:
+        conversation = [
+            {"role": "user", "content": ask},
+            {"role": "assistant", "content": listing + opener},
+        ]
+        return InputRequest(conversation, opener, m + k)
+    shown = f"{ask}\n\nExamples:\n{listing}\nNumber the new inputs from {m + 1} to {m + k}."
+    return InputRequest([{"role": "user", "content": shown}], "", m + k)
+
+
 def items_per_request(config: SynthConfig, exemplars: list[str]) -> int:
     """``num_gen_once``, or fewer when inputs as long as the exemplars would not fit the
     generator's ``input_max_new_tokens`` (a list cut off by the cap loses its last items)."""
@@ -521,7 +585,8 @@ def items_per_request(config: SynthConfig, exemplars: list[str]) -> int:
 
 
 def continued(prefill: str, text: str) -> str:
-    """The whole answer: the prefill, then what the generator wrote after it."""
+    """The whole answer: the prefill (its last item's number, for a list of exemplars), then
+    what the generator wrote after it."""
     lines = text.splitlines()
     if not prefill or any((m := _NUMBERED.match(line)) and m.group(1) == "1" for line in lines):
         return text  # an endpoint that ignored the prefill and wrote the list from item 1
@@ -531,8 +596,10 @@ def continued(prefill: str, text: str) -> str:
 def read_items(prefill: str, text: str, k: int) -> list[str]:
     """The items of a generator's answer to a request for ``k`` inputs.
 
-    After a prefill, an answer that never reaches item 2 is chatter (a refusal, a comment on the
-    prompt) that the prefill's "1." made look like an item, so it counts as no list.
+    After a prefill, an answer that never reaches a second item is chatter (a refusal, a comment
+    on the prompt) that the prefill's number made look like an item, so it counts as no list.
+    A model that wrote one real input and stopped loses it: a lost item costs a little more
+    generation, chatter kept as an input costs training on it.
     """
     items = parse_list(continued(prefill, text))
     if prefill and k >= 2 and len(items) < 2:
@@ -605,6 +672,14 @@ def exemplar_pool(prompt: Prompt, seed_inputs: list[str] | None) -> tuple[list[s
     known = {normalize(d) for d in demos}
     seeds = [s for s in seed_inputs or [] if normalize(s) not in known]
     return demos, seeds
+
+
+def request_style(config: SynthConfig, demos: list[str], seeds: list[str]) -> str:
+    """The style the requests are made in: ``config.input_style``, except that "continue" has
+    nothing to continue without an exemplar and falls back to "describe"."""
+    if config.input_style == "continue" and not (demos or seeds):
+        return "describe"
+    return config.input_style
 
 
 def teacher_mode(run: RunDir, config: SynthConfig, model: Backend | None) -> str:
@@ -711,6 +786,9 @@ def run_inputs(
     mode = teacher_mode(run, config, model)
     aspects = instruction_aspects(prompt)
     k = items_per_request(config, [*demos, *seeds])
+    # Inputs kept so far (given ones too), shown as exemplars in the "continue" style.
+    kept_inputs = [rec["input"] for rec in existing]
+    style = request_style(config, demos, seeds)
     next_index = _next_index(existing)
     kept = len(existing)
     on_disk = len(existing)  # records in inputs.jsonl (kept also counts those not yet written)
@@ -738,6 +816,7 @@ def run_inputs(
             total_kept=on_disk,
             teacher_check=mode,
             items_per_request=k,
+            input_style=style,
         )
         total["exhausted"] = total["total_kept"] < config.n
         return total
@@ -761,23 +840,32 @@ def run_inputs(
                 teacher_before = teacher.stats() if teacher else {}
                 wanted = -(-(config.n - kept) // k)
                 width = max(1, min(config.batch_size, wanted, limit - requests))
-                conversations, prefills = [], []
+                # A different subset of exemplars (and focus) for every request; in one batch
+                # they are equally many, so that every list ends at the same number.
+                from_kept = min(config.max_generated_exemplars, len(kept_inputs))
+                batch = []
                 for _ in range(width):
-                    # A different subset of exemplars and a different focus for every request.
                     shown = rng.sample(demos, min(config.max_seed_demos, len(demos)))
                     shown += rng.sample(seeds, min(config.max_seed_demos, len(seeds)))
+                    if style == "continue":
+                        shown += rng.sample(kept_inputs, from_kept)
+                        rng.shuffle(shown)
+                        batch.append(continuation_request(k, shown, bool(config.input_prefill)))
+                        continue
                     focus = rng.choice(aspects) if aspects else None
-                    prefills.append(request_prefill(config.input_prefill, shown))
-                    conversations.append(
-                        input_request(prompt, k, shown, config.input_prefill, focus=focus)
+                    conversation = input_request(
+                        prompt, k, shown, config.input_prefill, focus=focus
                     )
+                    lead = request_prefill(config.input_prefill, shown)
+                    batch.append(InputRequest(conversation, lead, k))
+                after = batch[0].last_number + 1
                 params = SamplingParams(
                     max_new_tokens=config.input_max_new_tokens,
                     temperature=config.input_temperature,
                     top_p=config.input_top_p,
                     seed=config.seed + requests_before + requests,
                     # A model that runs on past the list it was asked for stops at the next number.
-                    stop=(f"\n{k + 1}.", f"\n{k + 1})"),
+                    stop=(f"\n{after}.", f"\n{after})"),
                 )
                 requests += width
                 in_flight = width
@@ -792,18 +880,22 @@ def run_inputs(
                 new.update({key: 0 for key in counters})
                 dropped: list[list[str]] = []
                 records: list[dict[str, Any]] = []
-                generations = guard.generate(conversations, params)
+                generations = guard.generate([r.conversation for r in batch], params)
                 settings = {
                     "generator": getattr(generator, "name", "?"),
                     "params": params.to_dict(),
                 }
                 passed: list[str] = []
-                for prefill, gen in zip(prefills, generations or [], strict=False):
+                for request, gen in zip(batch, generations or [], strict=False):
                     new["responses"] += 1
-                    items = read_items(prefill, gen.text, k)
+                    items = read_items(request.lead, gen.text, k)
                     if not items:
                         new["no_list"] += 1
                         new["last_answer_without_list"] = gen.text[:300]  # for the user to judge
+                    if items and gen.finish_reason == "length":
+                        new["candidates"] += 1
+                        new["cut_off"] += 1
+                        dropped.append(["cut_off", items.pop()[:300]])
                     for item in items:
                         new["candidates"] += 1
                         reason = gate.offer(item)
@@ -842,6 +934,7 @@ def run_inputs(
                         next_index += 1
                         kept += 1
                         new["kept"] += 1
+                        kept_inputs.append(item)
                         fields: dict[str, Any] = {
                             "input": item,
                             "split": split_of(record_id, config.heldout_fraction),
