@@ -283,6 +283,7 @@ def test_teacher_check_keeps_what_the_teacher_acts_on_and_stores_its_answer(
     assert conv_stats["first_turns_reused"] == 6 and backend.calls == [6, 6, 6]
     report, text = write_report(run)
     quality = report["input_quality"]
+    assert quality["input_style"] == "continue" and "requests (continue style)" in text
     assert quality["teacher_accepted_pct"] == round(
         100 * stats["teacher_accepted"] / stats["teacher_checked"], 1
     )

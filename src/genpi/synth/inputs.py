@@ -7,7 +7,9 @@ demonstration inputs, ``--seed-inputs`` and inputs kept by earlier requests — 
 prompt's text, which derails a small generator. "describe" (the paper's): it reads the prompt as
 a document, with a random subset of the exemplars and a focus sentence drawn from the prompt's
 instructions, and writes a list. Either way every request shows other exemplars, so that the
-lists do not repeat one another.
+lists do not repeat one another. Structured inputs (a page with a goal in it) are asked for, in
+the "continue" style, by the part that varies between tasks, put back into the exemplars'
+frame afterwards (``genpi.synth.frames``).
 
 Every parsed item passes a quality gate, with a counted reason for every drop: empty, too short
 to be a task (a number, a bare label, a heading, a markup fragment), too long, an echo of the
@@ -39,6 +41,7 @@ from genpi.llm import Backend, SamplingParams
 from genpi.prompt import INPUT_SLOT, Prompt
 from genpi.synth.common import GuardedBackend, StageAborted, add_stats, progress
 from genpi.synth.config import SynthConfig
+from genpi.synth.frames import input_frame
 from genpi.synth.rundir import INPUTS_LOG, RunDir, StageWriter
 
 # "1. x", "1) x", "(1) x", "**1.** x", "#1: x"; a bullet ("- x", "* x") only when nothing is numbered.
@@ -74,6 +77,7 @@ _RUN_KEYS = (
     "teacher_check",
     "items_per_request",
     "input_style",
+    "input_framed",
 )
 
 
@@ -244,6 +248,8 @@ class InputFilter:
 
     prompt: Prompt
     threshold: float = 0.8
+    # The inputs a copy is judged against (default: the prompt's demonstration inputs).
+    demos: list[str] | None = None
     kept_norm: set[str] = field(default_factory=set)
     kept_tokens: list[frozenset[str]] = field(default_factory=list)
     counts: dict[str, int] = field(
@@ -256,7 +262,7 @@ class InputFilter:
     )
 
     def __post_init__(self) -> None:
-        demos = demonstration_inputs(self.prompt)
+        demos = demonstration_inputs(self.prompt) if self.demos is None else self.demos
         self._demo_tokens = [tokens(d) for d in demos]
         self._demo_norm = {normalize(d) for d in demos}
         # Inputs can sit inside a longer demonstration turn (AgentBench OS: instructions + problem).
@@ -328,6 +334,9 @@ class InputGate:
     - ``echo``: 80% of its word trigrams (or all of a shorter one) copied from the prompt's text
       outside its demonstration inputs (those are ``demo_copies``), or the template's ``{input}``;
     - ``demo_copies``, ``exact_duplicates``, ``near_duplicates``: ``InputFilter``.
+
+    ``demos`` replaces the prompt's demonstration inputs (the slots of framed inputs: the gate
+    then judges the part of an input that varies, see ``genpi.synth.frames``).
     """
 
     def __init__(
@@ -338,10 +347,11 @@ class InputGate:
         max_chars: int = 1500,
         exemplars: list[str] | None = None,
         echo_share: float = 0.8,
+        demos: list[str] | None = None,
     ) -> None:
         self.prompt = prompt
-        self.filter = InputFilter(prompt, threshold=threshold)
-        demos = demonstration_inputs(prompt)
+        demos = demonstration_inputs(prompt) if demos is None else demos
+        self.filter = InputFilter(prompt, threshold=threshold, demos=demos)
         examples = [e for e in [*demos, *(exemplars or [])] if e.strip()]
         # A third of the shortest real input: "Virus scanner." is not a task where real inputs
         # are ten-word questions, but "list users" is where they are two words long.
@@ -772,23 +782,39 @@ def run_inputs(
     log = InputLog(run)
     existing = run.read("inputs")
     demos, seeds = exemplar_pool(prompt, seed_inputs)
+    style = request_style(config, demos, seeds)
+    # Structured inputs (a page with a goal in it) are asked for by their varying part only,
+    # which is what the generator sees, the gate judges and the log records; the input is that
+    # part put back into the exemplars' frame.
+    frame = input_frame([*demos, *seeds]) if style == "continue" else None
+    if frame is not None:
+        demos = [frame.slot_of(d) or d for d in demos]
+        seeds = [frame.slot_of(s) or s for s in seeds]
     gate = InputGate(
         prompt,
         threshold=config.near_duplicate_jaccard,
         max_chars=config.max_input_chars,
         exemplars=seeds,
+        demos=demos,
     )
-    for rec in existing:
-        gate.seen(rec["input"])
+    # Inputs kept so far (given ones too), shown as exemplars in the "continue" style.
+    kept_inputs = [
+        text
+        for text in (frame.slot_of(r["input"]) if frame else r["input"] for r in existing)
+        if text
+    ]
+    for text in kept_inputs:
+        gate.seen(text)
     # Items the teacher turned down (or that were surplus) are not offered to it again.
     for text in log.dropped("teacher_rejected", "surplus"):
         gate.seen(text)
     mode = teacher_mode(run, config, model)
     aspects = instruction_aspects(prompt)
     k = items_per_request(config, [*demos, *seeds])
-    # Inputs kept so far (given ones too), shown as exemplars in the "continue" style.
-    kept_inputs = [rec["input"] for rec in existing]
-    style = request_style(config, demos, seeds)
+
+    def as_input(item: str) -> str:
+        return frame.fill(item) if frame else item
+
     next_index = _next_index(existing)
     kept = len(existing)
     on_disk = len(existing)  # records in inputs.jsonl (kept also counts those not yet written)
@@ -817,6 +843,7 @@ def run_inputs(
             teacher_check=mode,
             items_per_request=k,
             input_style=style,
+            input_framed=frame is not None,
         )
         total["exhausted"] = total["total_kept"] < config.n
         return total
@@ -911,7 +938,7 @@ def run_inputs(
                     answers: list[str | None] = [None] * len(chunk)
                     if teacher is not None:
                         gens = teacher.generate(
-                            [prompt.teacher_messages(x) for x in chunk], teacher_params
+                            [prompt.teacher_messages(as_input(x)) for x in chunk], teacher_params
                         )
                         if gens is None:
                             new["teacher_unchecked"] += len(chunk)
@@ -936,7 +963,7 @@ def run_inputs(
                         new["kept"] += 1
                         kept_inputs.append(item)
                         fields: dict[str, Any] = {
-                            "input": item,
+                            "input": as_input(item),
                             "split": split_of(record_id, config.heldout_fraction),
                         }
                         record_settings = settings

@@ -50,6 +50,7 @@ def input_quality(inputs: list[dict[str, Any]], stats: dict[str, Any]) -> dict[s
     texts = [r["input"] for r in inputs]
     checked = int(stats.get("teacher_checked", 0))
     return {
+        "input_style": stats.get("input_style", "describe"),  # runs before the field: describe
         "requests": stats.get("requests", 0),
         "items_parsed": stats.get("candidates", 0),
         "kept_generated": stats.get("kept", 0),
@@ -181,7 +182,8 @@ def _quality_lines(q: dict[str, Any] | None) -> list[str]:
     if teacher == "on":
         teacher = f"{q['teacher_accepted_pct']} % of {q['teacher_checked']} accepted"
     lines = [
-        f"  input quality: {q['requests']} requests, {q['items_parsed']} items parsed, "
+        f"  input quality: {q['requests']} requests ({q.get('input_style', 'describe')} style), "
+        f"{q['items_parsed']} items parsed, "
         f"{q['kept_generated']} kept; dropped: {dropped}",
         f"  teacher's check: {teacher}; distinct-2 {q['distinct_2']}, median length "
         f"{q['median_words']} words ({q['median_chars']} chars)",
