@@ -16,6 +16,11 @@ The frame is found from the exemplars alone:
   has at least ``MIN_SLOT_WORDS`` words. A page without such a run has no frame.
 
 Inputs of one line have no frame: they are continued as they are.
+
+Limit: with one exemplar, a second part that varies between tasks (a list of entities beside a
+question) is taken as frame and stays as the exemplar has it in every new input. Two or more
+``--seed-inputs`` in the same shape make the frame what they all share, and then an input whose
+parts differ on several lines has no frame and is continued whole.
 """
 
 from __future__ import annotations

@@ -798,13 +798,12 @@ def run_inputs(
         demos=demos,
     )
     # Inputs kept so far (given ones too), shown as exemplars in the "continue" style.
-    kept_inputs = [
-        text
-        for text in (frame.slot_of(r["input"]) if frame else r["input"] for r in existing)
-        if text
-    ]
-    for text in kept_inputs:
-        gate.seen(text)
+    kept_inputs = []
+    for rec in existing:
+        slot = frame.slot_of(rec["input"]) if frame else rec["input"]
+        gate.seen(slot or rec["input"])
+        if slot:
+            kept_inputs.append(slot)
     # Items the teacher turned down (or that were surplus) are not offered to it again.
     for text in log.dropped("teacher_rejected", "surplus"):
         gate.seen(text)
