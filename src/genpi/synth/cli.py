@@ -39,8 +39,9 @@ SETTING_FLAGS: dict[str, tuple[type, str]] = {
     ),
     "input_prefill": (
         str,
-        "text the generator's list starts from (default '1.'; '' for an endpoint that cannot "
-        "continue an assistant message)",
+        "text the generator's list starts from in the describe style (default '1.'; the "
+        "continue style starts it from the exemplars); '' for an endpoint that cannot "
+        "continue an assistant message",
     ),
     "max_turns": (int, "agent turns per conversation"),
     "heldout_fraction": (float, "inputs kept out of training"),
