@@ -59,6 +59,11 @@ def test_parse_strips_labels_quotes_and_markdown():
         "`uname -r` output",
         "which shell am I using",
     ]
+    # A number written again inside the bold or the quotes (a small model nesting its lists).
+    assert parse_list('2. **1. buy soap for me**\n3. "5. find a red kettle"') == [
+        "buy soap for me",
+        "find a red kettle",
+    ]
 
 
 def test_parse_bullets_only_when_nothing_is_numbered():

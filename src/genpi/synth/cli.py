@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ def _input_style(value: str) -> str:
 
 # SynthConfig fields set by a flag of their own name (--num-gen-once sets num_gen_once), in the
 # order --help lists them; a flag not given (None) keeps the recorded or the preset's value.
-SETTING_FLAGS: dict[str, tuple[type, str]] = {
+SETTING_FLAGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "n": (int, "pseudo inputs to keep (paper: 1000)"),
     "num_gen_once": (int, "inputs asked for per request"),
     "input_style": (

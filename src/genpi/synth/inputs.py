@@ -125,7 +125,8 @@ def clean_item(item: str) -> str:
     item = _LABEL.sub("", item).strip()
     if len(item) >= 2 and item[0] == item[-1] and item[0] in "\"'`":
         item = item[1:-1].strip()
-    return item.strip("*_ ").strip()
+    # A number can also sit inside the bold or the quotes just taken off ("**1. Buy soap**").
+    return _ECHOED_NUMBER.sub("", item.strip("*_ ").strip()).strip()
 
 
 # -- duplicates --------------------------------------------------------------------------------
