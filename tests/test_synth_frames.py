@@ -86,6 +86,17 @@ def test_stage_one_asks_for_goals_and_keeps_whole_pages(tmp_path):
     # The generator saw goals, never pages; the second list also holds a goal kept before.
     assert backend.listed[0] == ["i need a long lasting bottle of soap"]
     assert len(backend.listed[1]) == 3 and "i want 1 green mugs for tea" in backend.listed[1]
+    # The report's variety is the goals', not the pages' (whose frame repeats).
+    from genpi.synth.report import distinct_2, write_report
+
+    goals = [
+        r["input"][len('Observation:\n"Shop [SEP] Instruction: [SEP] ') :]
+        for r in run.read("inputs")
+    ]
+    goals = [g[: g.index(" [SEP] Search")] for g in goals]
+    report, _ = write_report(run)
+    assert report["input_quality"]["distinct_2"] == distinct_2(goals)
+    assert distinct_2(goals) != distinct_2(inputs)
     # Resumed for more: the inputs on disk are offered again as goals, and are not repeated.
     more = SynthConfig(n=5, num_gen_once=4, batch_size=1, progress=False)
     run_inputs(run, backend, more, model=backend)

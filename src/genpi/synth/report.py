@@ -45,9 +45,13 @@ def _median(values: list[int]) -> float | None:
 def input_quality(inputs: list[dict[str, Any]], stats: dict[str, Any]) -> dict[str, Any]:
     """Stage 1 at a glance: what was asked, parsed, kept and dropped (by reason), the teacher's
     check, and how varied and long the kept inputs are, with 5 random ones to read."""
+    from genpi.synth.frames import input_frame
     from genpi.synth.inputs import DROP_REASONS
 
     texts = [r["input"] for r in inputs]
+    # Framed inputs (pages around a goal) repeat their frame: variety is the goals'.
+    frame = input_frame(texts) if stats.get("input_framed") else None
+    varying = [frame.slot_of(t) or t for t in texts] if frame else texts
     checked = int(stats.get("teacher_checked", 0))
     return {
         "input_style": stats.get("input_style", "describe"),  # runs before the field: describe
@@ -58,7 +62,7 @@ def input_quality(inputs: list[dict[str, Any]], stats: dict[str, Any]) -> dict[s
         "teacher_check": stats.get("teacher_check", "n/a"),
         "teacher_checked": checked,
         "teacher_accepted_pct": _pct(int(stats.get("teacher_accepted", 0)), checked),
-        "distinct_2": distinct_2(texts),
+        "distinct_2": distinct_2(varying),
         "median_words": _median([len(t.split()) for t in texts]),
         "median_chars": _median([len(t) for t in texts]),
         # A fixed seed: the same run prints the same sample every time.
