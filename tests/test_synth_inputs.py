@@ -318,3 +318,7 @@ def test_input_style_is_checked_and_a_run_recorded_before_it_resumes_as_it_was_a
     assert build_config(args, {"n": 7}).input_style == "describe"  # recorded before the field
     assert build_config(args, {"n": 7, "input_style": "continue"}).input_style == "continue"
     assert build_config(parser.parse_args(["--preset", "cpu"])).input_style == "continue"
+    # The generator's temperature is a flag too, checked.
+    assert build_config(parser.parse_args(["--input-temperature", "0.7"])).input_temperature == 0.7
+    with pytest.raises(GenpiError, match=r"--input-temperature must be in \[0, 2\], got 3.0"):
+        build_config(parser.parse_args(["--input-temperature", "3"]))

@@ -37,6 +37,11 @@ SETTING_FLAGS: dict[str, tuple[Callable[[str], Any], str]] = {
         "demonstration inputs, seeds and inputs kept so far; default) or describe (it reads the "
         "whole prompt, as in the paper: for a large generator)",
     ),
+    "input_temperature": (
+        float,
+        "sampling temperature of the generator's input lists (paper: 1.0, for a 70B generator; "
+        "a small generator writes whole tasks more often at 0.7, with fewer distinct ones)",
+    ),
     "input_prefill": (
         str,
         "text the generator's list starts from in the describe style (default '1.'; the "
@@ -151,6 +156,10 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     for key in COUNTS:
         if key in overrides and overrides[key] < 1:
             raise GenpiError(f"--{key.replace('_', '-')} must be at least 1, got {overrides[key]}")
+    if "input_temperature" in overrides and not 0 <= overrides["input_temperature"] <= 2:
+        raise GenpiError(
+            f"--input-temperature must be in [0, 2], got {overrides['input_temperature']}"
+        )
     if "heldout_fraction" in overrides and not 0 <= overrides["heldout_fraction"] < 1:
         raise GenpiError(
             f"--heldout-fraction must be in [0, 1), got {overrides['heldout_fraction']}"
