@@ -82,7 +82,11 @@ def test_stage_one_asks_for_goals_and_keeps_whole_pages(tmp_path):
         PAGE.format(goal="a desk lamp number 1 with a dimmer"),
         PAGE.format(goal="i want 2 green mugs for tea"),
     ]
-    assert stats["input_framed"] is True and stats["teacher_accepted"] == 3
+    assert stats["input_frame"] == [
+        'Observation:\n"Shop [SEP] Instruction: [SEP] ',
+        ' [SEP] Search"\n\nActions:\n["search"]',
+    ]
+    assert stats["teacher_accepted"] == 3
     # The generator saw goals, never pages; the second list also holds a goal kept before.
     assert backend.listed[0] == ["i need a long lasting bottle of soap"]
     assert len(backend.listed[1]) == 3 and "i want 1 green mugs for tea" in backend.listed[1]

@@ -77,7 +77,7 @@ _RUN_KEYS = (
     "teacher_check",
     "items_per_request",
     "input_style",
-    "input_framed",
+    "input_frame",
 )
 
 
@@ -843,7 +843,8 @@ def run_inputs(
             teacher_check=mode,
             items_per_request=k,
             input_style=style,
-            input_framed=frame is not None,
+            # The frame itself, so that the report reads goals with the stage's own frame.
+            input_frame=[frame.head, frame.tail] if frame else None,
         )
         total["exhausted"] = total["total_kept"] < config.n
         return total

@@ -45,12 +45,12 @@ def _median(values: list[int]) -> float | None:
 def input_quality(inputs: list[dict[str, Any]], stats: dict[str, Any]) -> dict[str, Any]:
     """Stage 1 at a glance: what was asked, parsed, kept and dropped (by reason), the teacher's
     check, and how varied and long the kept inputs are, with 5 random ones to read."""
-    from genpi.synth.frames import input_frame
+    from genpi.synth.frames import Frame
     from genpi.synth.inputs import DROP_REASONS
 
     texts = [r["input"] for r in inputs]
     # Framed inputs (pages around a goal) repeat their frame: variety is the goals'.
-    frame = input_frame(texts) if stats.get("input_framed") else None
+    frame = Frame(*stats["input_frame"]) if stats.get("input_frame") else None
     varying = [frame.slot_of(t) or t for t in texts] if frame else texts
     checked = int(stats.get("teacher_checked", 0))
     return {
