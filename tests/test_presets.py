@@ -48,6 +48,9 @@ def test_stage_quick_presets_keep_their_own_numbers():
     synth = SynthConfig.quick()
     assert (synth.max_turns, synth.agent_max_new_tokens, synth.output_max_new_tokens) == (3, 96, 96)
     assert SynthConfig.quick(n=4).n == 4
+    # The CPU presets sample the (small) generator's lists cooler than the paper's T 1.0.
+    temperatures = {name: SynthConfig.preset(name).input_temperature for name in SYNTH_PRESETS}
+    assert temperatures == {"paper": 1.0, "quick": 0.7, "demo": 0.7, "cpu": 0.7}
     assert make_config("quick").max_steps == 30
     with pytest.raises(ValueError, match="unknown preset"):
         SynthConfig.preset("nope")

@@ -319,6 +319,8 @@ def test_input_style_is_checked_and_a_run_recorded_before_it_resumes_as_it_was_a
     assert build_config(args, {"n": 7, "input_style": "continue"}).input_style == "continue"
     assert build_config(parser.parse_args(["--preset", "cpu"])).input_style == "continue"
     # The generator's temperature is a flag too, checked.
-    assert build_config(parser.parse_args(["--input-temperature", "0.7"])).input_temperature == 0.7
+    assert build_config(parser.parse_args(["--input-temperature", "0.5"])).input_temperature == 0.5
+    cpu_at_paper_temperature = parser.parse_args(["--preset", "cpu", "--input-temperature", "1"])
+    assert build_config(cpu_at_paper_temperature).input_temperature == 1.0  # over the preset's 0.7
     with pytest.raises(GenpiError, match=r"--input-temperature must be in \[0, 2\], got 3.0"):
         build_config(parser.parse_args(["--input-temperature", "3"]))

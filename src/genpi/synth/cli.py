@@ -40,7 +40,8 @@ SETTING_FLAGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "input_temperature": (
         float,
         "sampling temperature of the generator's input lists (paper: 1.0, for a 70B generator; "
-        "a small generator writes whole tasks more often at 0.7, with fewer distinct ones)",
+        "the CPU presets quick, demo and cpu: 0.7, at which the embedded 135M generator writes "
+        "fewer fragments, and fewer distinct items)",
     ),
     "input_prefill": (
         str,
