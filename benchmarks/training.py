@@ -9,11 +9,14 @@ Wall-clock figures depend on what else runs on the host; CPU seconds (all thread
 training process) are printed beside them.
 
 Run as: python benchmarks/training.py [--steps 3] [--batch 2] [--examples 8] [--dtype auto]
+        python benchmarks/training.py --compare-paths [--gradient-checkpointing]
 
 ``--compare-paths`` trains each method (default genpi,kld) twice, each run in its own process
 with the same seed and data order (--no-group-by-length): the losses from hidden states
 projected in chunks (genpi.train.hidden) and the old full-logits path (GENPI_FULL_LOGITS=1). It
 prints s/step, peak RSS and the first step losses of both, and their largest difference.
+``--gradient-checkpointing`` adds a third run: the hidden-state path with the decoder layers'
+activations recomputed in backward (``TrainConfig.gradient_checkpointing``), memory for time.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ def run_one(
     out: str,
     group: bool = True,
     model: str = "smollm2-135m",
+    checkpointing: bool = False,
 ) -> None:
     from genpi.data import read_jsonl
     from genpi.train import make_config, train
@@ -105,6 +109,7 @@ def run_one(
         save_every_minutes=0,
         learning_rate=1e-4,
         group_by_length=group,
+        gradient_checkpointing=checkpointing,
     )
     adapter = train(run_dir, method, config, model_ref=model, out_dir=out, echo=lambda _: None)
     summary = json.loads((adapter / "train_summary.json").read_text())
@@ -119,6 +124,8 @@ def spawn(run_dir: Path, method: str, args: argparse.Namespace, out: Path, **ext
     cmd += ["--model", args.model]
     if not extra.get("group", True):
         cmd.append("--no-group")
+    if extra.get("checkpointing"):
+        cmd.append("--gradient-checkpointing")
     env = {**os.environ, **extra.get("env", {})}
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
@@ -141,20 +148,25 @@ def compare_paths(run_dir: Path, prompt_name: str, args: argparse.Namespace, tmp
     )
     for method in args.methods.split(","):
         results = {}
-        for path, forced in (("full-logits", "1"), ("hidden", "0")):
+        paths = [("full-logits", "1", False), ("hidden", "0", False)]
+        if args.gradient_checkpointing:
+            paths.append(("hidden+ckpt", "0", True))
+        for path, forced, checkpointing in paths:
             r = spawn(
                 run_dir,
                 method,
                 args,
                 tmp / f"{method}-{path}",
                 group=False,
+                checkpointing=checkpointing,
                 env={FULL_LOGITS_ENV: forced},
             )
             results[path] = r
             steps = r["steps_this_run"]
             losses = ", ".join(f"{x:.6f}" for x in r["losses"][:5])
+            label = r["loss_path"] + "+ckpt" * checkpointing  # the path the run reports it took
             print(
-                f"{method:8} {r['loss_path']:12} {r['seconds_per_step']:8.2f} "
+                f"{method:8} {label:12} {r['seconds_per_step']:8.2f} "
                 f"{r['cpu_seconds'] / steps:10.2f} {r['peak_memory_mb']:8.0f}  [{losses}]"
             )
         old, new = results["full-logits"], results["hidden"]
@@ -169,6 +181,13 @@ def compare_paths(run_dir: Path, prompt_name: str, args: argparse.Namespace, tmp
             f"max |loss difference| {diff:.2e}; teacher prefix cached: "
             f"{new.get('teacher_prefix_tokens', 0)} tokens"
         )
+        if "hidden+ckpt" in results:
+            ckpt = results["hidden+ckpt"]
+            print(
+                f"{method:8} hidden+ckpt vs full-logits: "
+                f"{old['seconds_per_step'] / ckpt['seconds_per_step']:.2f}x faster (wall), "
+                f"peak memory {ckpt['peak_memory_mb'] / old['peak_memory_mb']:.2f}x"
+            )
     return 0
 
 
@@ -183,6 +202,11 @@ def main() -> int:
         "--compare-paths",
         action="store_true",
         help="hidden-state vs full-logits loss path, side by side (default 5 steps)",
+    )
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="compare: also the hidden-state path with the decoder's activations recomputed",
     )
     parser.add_argument("--no-group", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", default="smollm2-135m", help="base model (default: embedded)")
@@ -203,6 +227,7 @@ def main() -> int:
             args.out,
             group=not args.no_group,
             model=args.model,
+            checkpointing=args.gradient_checkpointing,
         )
         return 0
     prompt_path = OS_PROMPT if OS_PROMPT.exists() else DEMO_PROMPT
