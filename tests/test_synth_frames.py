@@ -31,6 +31,19 @@ def test_one_exemplar_frames_its_longest_run_of_prose():
     assert frame.slot_of(PAGE.format(goal="two\nlines")) is None
 
 
+def test_one_exemplar_whose_rest_repeats_the_slots_words_has_no_frame():
+    # The entity line names what the question names: it varies with the question, so the input
+    # is continued whole (as a frame, every new question would get Austria and Hungary).
+    task = "which rivers flow through both Austria and Hungary?\nEntities: [Austria, Hungary]"
+    assert input_frame([task]) is None
+    # Entities the question does not name, or only short words in common: a frame as before.
+    other = "which rivers flow through both of these two countries?\nEntities: [Austria, Hungary]"
+    assert input_frame([other]) == Frame("", "\nEntities: [Austria, Hungary]")
+    page = PAGE.format(goal="i need a shop search bar for the kitchen")  # "search" in both
+    assert input_frame([page]) is None
+    assert input_frame([PAGE.format(goal="i need a bar of soap for the kitchen")]) is not None
+
+
 def test_several_exemplars_frame_what_they_share_and_give_shared_first_words_to_the_slot():
     pages = [PAGE.format(goal=g) for g in ("i need soap", "i want a large red kettle")]
     frame = input_frame(pages)

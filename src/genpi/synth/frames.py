@@ -13,14 +13,19 @@ The frame is found from the exemplars alone:
   every exemplar (otherwise they share no frame: each is a different page);
 - one exemplar: its longest run of prose on one line (words separated by single spaces, between
   the page's delimiters: quotes, brackets, ``[SEP]``-style markers, ``:`` labels), when that run
-  has at least ``MIN_SLOT_WORDS`` words. A page without such a run has no frame.
+  has at least ``MIN_SLOT_WORDS`` words, and when the rest does not repeat a word of it. A page
+  without such a run has no frame. The repeat test is what tells a page from a structured task:
+  in "which rivers flow through both Austria and Hungary?\nEntities: [Austria, Hungary]" the
+  entity line names what the question names, so it varies with the question and cannot stay
+  fixed (kept as frame, every new question got Austria and Hungary as its entities); WebShop's
+  page repeats nothing of its goal.
 
-Inputs of one line have no frame: they are continued as they are.
+Inputs of one line, and inputs without a frame, are continued whole.
 
-Limit: with one exemplar, a second part that varies between tasks (a list of entities beside a
-question) is taken as frame and stays as the exemplar has it in every new input. Two or more
-``--seed-inputs`` in the same shape make the frame what they all share, and then an input whose
-parts differ on several lines has no frame and is continued whole.
+Limit: with one exemplar, a second part that varies between tasks without repeating the slot's
+words is taken as frame and stays as the exemplar has it. Two or more ``--seed-inputs`` in the
+same shape make the frame what they all share, and then an input whose parts differ on several
+lines has no frame and is continued whole.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ import re
 from dataclasses import dataclass
 
 MIN_SLOT_WORDS = 5
+# Words whose repeat outside the slot says the rest varies with it: four letters or more (names,
+# nouns), not the short words any two texts share ("and", "the", "of").
+_NAME_WORD = re.compile(r"[^\W\d_][\w'-]{3,}")
 # Prose: words (letters, digits and the punctuation of a sentence) separated by single spaces.
 _WORD = r"[\w$£€%'.,;!?&/+()-]+"
 _PROSE = re.compile(rf"{_WORD}(?: {_WORD})*")
@@ -85,7 +93,14 @@ def _frame_of_one(text: str) -> Frame | None:
             best = match
     if best is None or len(best.group().split()) < MIN_SLOT_WORDS:
         return None
-    return Frame(text[: best.start()], text[best.end() :])
+    head, tail = text[: best.start()], text[best.end() :]
+    if _words(best.group()) & _words(head + tail):
+        return None  # the rest repeats the slot's words: it changes with it
+    return Frame(head, tail)
+
+
+def _words(text: str) -> set[str]:
+    return {w.lower() for w in _NAME_WORD.findall(text)}
 
 
 def _common_prefix(texts: list[str]) -> str:
