@@ -1,11 +1,15 @@
 """Serving cost of a long fixed prompt vs its internalized adapter, through ``genpi serve``.
 
 One server (the embedded model plus a LoRA adapter for the prompt) answers the same stream of
-prompted requests twice per round: once with routing off (``x-genpi-route: off``: the base model
-reads the whole prompt, as a plain server would) and once routed to the adapter (the prompt
-dropped). The arms alternate within one run and the ratio is reported side by side. The adapter has
-random weights (its answers mean nothing; its cost is a trained one's), and ``ignore_eos`` makes
-both arms generate exactly ``--max-tokens`` tokens, so only the prompt differs.
+prompted requests three times per round: with routing off (``x-genpi-route: off``: the base model
+reads the whole prompt, as a plain server would), with routing off and the prefix cache on (the
+prompt's KV computed once and reused, as a vLLM server with automatic prefix caching does), and
+routed to the adapter (the prompt dropped). The arms alternate within one run and the ratios are
+reported side by side. The adapter has random weights (its answers mean nothing; its cost is a
+trained one's), and ``ignore_eos`` makes every arm generate exactly ``--max-tokens`` tokens, so
+only the prompt differs. Beside the timings: the KV cache a request holds at its last token and
+the context each decoding step attends over, from the model's shape and the measured token counts
+(prefix caching saves the prompt's prefill, not these).
 
 Run as: PYTHONPATH=src python benchmarks/serve.py --requests 16 --concurrency 8 --max-tokens 16
 """
@@ -104,6 +108,12 @@ def main() -> None:
         default=1,
         help="torch threads (1: on a shared CPU, 2 threads measured up to 6x slower per step)",
     )
+    parser.add_argument(
+        "--prefix-cache-mb",
+        type=float,
+        default=256,
+        help="size of the prefix cache of the cached arm (genpi serve's default)",
+    )
     parser.add_argument("--out", default=None, help="write the figures as JSON here too")
     args = parser.parse_args()
 
@@ -122,23 +132,56 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         adapter = make_random_adapter(args.model, prompt, Path(tmp) / "adapter", rank=16)
         loaded = load_engine(
-            args.model, {"adapter": adapter}, dtype=args.dtype, max_batch_size=args.max_batch_size
+            args.model,
+            {"adapter": adapter},
+            dtype=args.dtype,
+            max_batch_size=args.max_batch_size,
+            prefix_cache_bytes=int(args.prefix_cache_mb * 2**20),
         )
+    engine = loaded.engine
+    cache = engine.prefix_cache
+    if cache is None:
+        parser.error("--prefix-cache-mb must be above 0: the cached arm needs the cache")
     app = create_app(loaded, ServeConfig(served_name="base"))
-    arms = {"prompted": "off", "internalized": "on"}
+    # arm -> (route header, prefix cache on). Between arms no request is in flight, so switching
+    # the engine's cache on and off is safe; the cached arm keeps what its warm-up stored (the
+    # prompt's KV), as a long-running prefix-caching server would have it.
+    arms = {
+        "prompted": ("off", False),
+        "prompted+cache": ("off", True),
+        "internalized": ("on", False),
+    }
     figures: dict[str, list[dict]] = {arm: [] for arm in arms}
+
+    def measure(arm: str, requests: list[list[dict]]) -> dict:
+        route, cached = arms[arm]
+        engine.prefix_cache = cache if cached else None
+        return run_arm(server.url, "base", requests, args, route)
+
     with ServerThread(app) as server:
-        for route in arms.values():  # warm-up, not measured
-            run_arm(server.url, "base", stream[: args.concurrency], args, route)
+        for arm in arms:  # warm-up, not measured
+            measure(arm, stream[: args.concurrency])
+        hits_before = cache.hits
         for r in range(args.rounds):
-            order = list(arms.items()) if r % 2 == 0 else list(reversed(arms.items()))
-            for arm, route in order:
-                figures[arm].append(run_arm(server.url, "base", stream, args, route))
+            order = list(arms) if r % 2 == 0 else list(reversed(arms))
+            for arm in order:
+                figures[arm].append(measure(arm, stream))
+        cache_hits = cache.hits - hits_before
     summary = {
         arm: {k: statistics.mean(f[k] for f in runs) for k in runs[0]}
         for arm, runs in figures.items()
     }
-    a, b = summary["prompted"], summary["internalized"]
+    config = engine.model.config
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    dtype_bytes = next(engine.model.parameters()).element_size()
+    kv_bytes_per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+    for f in summary.values():
+        context = f["prompt_tokens_per_request"] + args.max_tokens
+        f["kv_mib_per_request"] = context * kv_bytes_per_token / 2**20
+        # the n-th new token attends over the prompt and the n-1 tokens before it
+        f["context_per_decode_step"] = f["prompt_tokens_per_request"] + (args.max_tokens - 1) / 2
+    a, c, b = summary["prompted"], summary["prompted+cache"], summary["internalized"]
     report = {
         "model": args.model,
         "prompt": prompt.name,
@@ -149,26 +192,46 @@ def main() -> None:
         "dtype": str(next(loaded.engine.model.parameters()).dtype),
         "threads": args.threads,
         "arms": summary,
+        "prefix_cache_mb": args.prefix_cache_mb,
+        "prefix_cache_hits": cache_hits,
+        "kv_bytes_per_token": kv_bytes_per_token,
         "throughput_ratio": b["requests_per_s"] / a["requests_per_s"],
         "latency_p50_ratio": a["latency_p50_s"] / b["latency_p50_s"],
         "ttft_p50_ratio": a["ttft_p50_s"] / b["ttft_p50_s"],
+        "vs_prefix_cached": {
+            "throughput_ratio": b["requests_per_s"] / c["requests_per_s"],
+            "latency_p50_ratio": c["latency_p50_s"] / b["latency_p50_s"],
+            "ttft_p50_ratio": c["ttft_p50_s"] / b["ttft_p50_s"],
+            "kv_memory_ratio": c["kv_mib_per_request"] / b["kv_mib_per_request"],
+            "decode_context_ratio": c["context_per_decode_step"] / b["context_per_decode_step"],
+        },
     }
     print(
         f"{args.model}, prompt {prompt.name!r}: {args.requests} requests x {args.max_tokens} tokens, "
         f"{args.concurrency} concurrent, {args.rounds} rounds, {report['dtype']}"
     )
     print(
-        f"{'arm':<14}{'prompt tok':>11}{'req/s':>8}{'tok/s':>8}{'p50 s':>8}{'p95 s':>8}{'TTFT p50':>10}"
+        f"{'arm':<16}{'prompt tok':>11}{'req/s':>8}{'tok/s':>8}{'p50 s':>8}{'p95 s':>8}"
+        f"{'TTFT p50':>10}{'KV MiB/req':>12}{'ctx/step':>10}"
     )
     for arm, f in summary.items():
         print(
-            f"{arm:<14}{f['prompt_tokens_per_request']:>11.0f}{f['requests_per_s']:>8.2f}"
+            f"{arm:<16}{f['prompt_tokens_per_request']:>11.0f}{f['requests_per_s']:>8.2f}"
             f"{f['completion_tokens_per_s']:>8.1f}{f['latency_p50_s']:>8.2f}{f['latency_p95_s']:>8.2f}"
-            f"{f['ttft_p50_s']:>10.2f}"
+            f"{f['ttft_p50_s']:>10.2f}{f['kv_mib_per_request']:>12.2f}"
+            f"{f['context_per_decode_step']:>10.0f}"
         )
+    print(f"prefix cache hits in the measured rounds: {cache_hits}")
     print(
         f"internalized / prompted: throughput x{report['throughput_ratio']:.2f}, "
         f"p50 latency x{report['latency_p50_ratio']:.2f} faster, TTFT x{report['ttft_p50_ratio']:.2f} faster"
+    )
+    v = report["vs_prefix_cached"]
+    print(
+        f"internalized / prompted+cache: throughput x{v['throughput_ratio']:.2f}, "
+        f"p50 latency x{v['latency_p50_ratio']:.2f} faster, TTFT x{v['ttft_p50_ratio']:.2f} faster, "
+        f"KV per request x{v['kv_memory_ratio']:.2f} smaller, "
+        f"context per decoding step x{v['decode_context_ratio']:.2f} shorter"
     )
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
