@@ -120,6 +120,7 @@ def main() -> None:
     import torch
 
     from genpi.adapter import make_random_adapter
+    from genpi.profile.flops import ModelShape
     from genpi.prompt import load_prompt
     from genpi.serve.engine import load_engine
     from genpi.serve.server import ServeConfig, create_app
@@ -171,11 +172,10 @@ def main() -> None:
         arm: {k: statistics.mean(f[k] for f in runs) for k in runs[0]}
         for arm, runs in figures.items()
     }
-    config = engine.model.config
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    dtype_bytes = next(engine.model.parameters()).element_size()
-    kv_bytes_per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+    weight = next(engine.model.parameters())
+    kv_bytes_per_token = ModelShape.from_config(engine.model.config).kv_bytes(
+        1, weight.element_size()
+    )
     for f in summary.values():
         context = f["prompt_tokens_per_request"] + args.max_tokens
         f["kv_mib_per_request"] = context * kv_bytes_per_token / 2**20
@@ -189,7 +189,7 @@ def main() -> None:
         "concurrency": args.concurrency,
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
-        "dtype": str(next(loaded.engine.model.parameters()).dtype),
+        "dtype": str(weight.dtype),
         "threads": args.threads,
         "arms": summary,
         "prefix_cache_mb": args.prefix_cache_mb,
