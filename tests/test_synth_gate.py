@@ -16,6 +16,7 @@ from genpi.prompt import load_prompt, prompt_from_dict
 from genpi.synth.config import SynthConfig
 from genpi.synth.inputs import (
     DROP_REASONS,
+    DemonstrationReplay,
     InputGate,
     demonstration_inputs,
     input_request,
@@ -272,6 +273,7 @@ def test_teacher_check_keeps_what_the_teacher_acts_on_and_stores_its_answer(
     assert all(r["first_agent_turn"] == "Thought: I will look.\nAction: run[ls]" for r in records)
     assert stats["teacher_check"] == "on" and stats["teacher_rejected"] >= 1
     assert stats["teacher_accepted"] == stats["teacher_checked"] - stats["teacher_rejected"]
+    assert stats["teacher_copied"] == 0  # run[ls]: "ls" is the instructions' word, not a copy
     dropped = sum(stats[r] for r in DROP_REASONS)
     assert stats["candidates"] == stats["kept"] + dropped
     assert stats["too_short"] == 3 * stats["responses"] and stats["demo_copies"] >= 1
@@ -292,6 +294,91 @@ def test_teacher_check_keeps_what_the_teacher_acts_on_and_stores_its_answer(
         s in [r["input"] for r in records] for s in quality["sample"]
     )
     assert "teacher's check:" in text and "5 random kept inputs:" in text
+
+
+SHOP = prompt_from_dict(
+    {
+        "messages": [
+            {"role": "user", "content": "You are web shopping. Use search[..] or click[..]."},
+            {"role": "assistant", "content": "Ok."},
+            {"role": "user", "content": 'Page: "Instruction: buy lavender soap" [SEP] Search'},
+            {"role": "assistant", "content": "Action:\nsearch[lavender soap]"},
+            {"role": "user", "content": "Page: B07XK2 [SEP] Lavender Soap [SEP] $4.99"},
+            {"role": "assistant", "content": "Action:\nclick[B07XK2]"},
+            {"role": "user", "content": "Page: Lavender Soap [SEP] Buy Now"},
+            {"role": "assistant", "content": "Action:\nclick[Buy Now]"},
+        ],
+        "action_pattern": r"Action: *\n* *((search|click)\[.+?])",
+        "max_turns": 10,
+    }
+)
+
+
+def test_demonstration_words_are_the_demonstrations_own_values():
+    words = DemonstrationReplay.of(SHOP).demonstration_words
+    assert {"b07xk2", "buy", "now", "lavender", "soap", "99"} <= words
+    # The instructions' words are not a demonstration's: acting with them is no copy.
+    assert not {"search", "click", "web", "shopping", "you"} & words
+    # One-character words ("4" of $4.99) say nothing of where an action came from.
+    assert all(len(w) >= 2 for w in words)
+
+
+# Hand-made (action, input) pairs and whether the action replays a demonstration.
+COPIES = [
+    ("click[Buy Now]", 'Page: "Instruction: a red kettle under $30" [SEP] Search', True),
+    ("click[B07XK2]", 'Page: "Instruction: a red kettle under $30" [SEP] Search', True),
+    ("search[lavender soap]", 'Page: "Instruction: a red kettle under $30" [SEP] Search', True),
+    # Built from the input: the goal's words, or a button the page has.
+    ("search[red kettle]", 'Page: "Instruction: a red kettle under $30" [SEP] Search', False),
+    ("click[Buy Now]", "Page: Red Kettle [SEP] $25 [SEP] Buy Now", False),
+    ("search[lavender soap]", 'Page: "Instruction: lavender soap, 2 bars" [SEP] Search', False),
+    # Nothing from the input, but nothing a demonstration owns either: a guess, not a copy.
+    ("search[cheap things]", 'Page: "Instruction: a red kettle under $30" [SEP] Search', False),
+    ("click[Search]", 'Page: "Instruction: a red kettle under $30" [SEP] Search', False),
+]
+
+
+def test_demonstration_replay_gives_each_hand_made_action_its_verdict():
+    replay = DemonstrationReplay.of(SHOP)
+    assert [(a, x, replay.replays(a, x)) for a, x, _ in COPIES] == COPIES
+    # A borrowed command applied to the input's own file is not a copy (the example prompt's
+    # demonstration runs "wc -l < /etc/passwd"); its demonstration's answer is.
+    shell = load_prompt(ROOT / "examples" / "shell_agent.json")
+    shell_replay = DemonstrationReplay.of(shell)
+    assert not shell_replay.replays("run[wc -l < notes.txt]", "Task: lines in notes.txt?")
+    assert shell_replay.replays("done[/var/log/syslog]", "Task: what time is it?")
+
+
+class CopyingTeacher(ScriptedBackend):
+    """Answers a task holding ``word`` with the example prompt's demonstration's answer."""
+
+    def __init__(self, word: str, **kw):
+        super().__init__(**kw)
+        self.word = word
+
+    def _answer(self, conv):
+        last = conv[-1]["content"]
+        if last.startswith("Task: ") and self.word in last:
+            return "Thought: The largest file is syslog.\nAction: done[/var/log/syslog]"
+        return super()._answer(conv)
+
+
+def test_teacher_check_drops_an_answer_that_replays_a_demonstration(tmp_path, example_prompt_path):
+    prompt = load_prompt(example_prompt_path)
+    backend = CopyingTeacher("weather", junk=True)  # the junk lists hold a "weather" task each
+    run, stats = _stage(tmp_path, prompt, backend, model=backend, n=6)
+    records = run.read("inputs")
+    assert len(records) == 6 and not any("weather" in r["input"] for r in records)
+    assert stats["teacher_copied"] >= 1 and stats["teacher_rejected"] == 0
+    assert stats["teacher_accepted"] == stats["teacher_checked"] - stats["teacher_copied"]
+    assert stats["candidates"] == stats["kept"] + sum(stats[r] for r in DROP_REASONS)
+    log = list(read_jsonl(run.path / INPUTS_LOG))
+    copied = [
+        t for line in log for reason, t in line.get("dropped", []) if reason == "teacher_copied"
+    ]
+    assert len(copied) == stats["teacher_copied"] and all("weather" in t for t in copied)
+    report, _ = write_report(run)
+    assert report["input_quality"]["dropped"]["teacher_copied"] == stats["teacher_copied"]
 
 
 def test_teacher_check_off_or_without_action_pattern_keeps_all(tmp_path, example_prompt_path):

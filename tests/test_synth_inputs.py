@@ -324,3 +324,10 @@ def test_input_style_is_checked_and_a_run_recorded_before_it_resumes_as_it_was_a
     assert build_config(cpu_at_paper_temperature).input_temperature == 1.0  # over the preset's 0.7
     with pytest.raises(GenpiError, match=r"--input-temperature must be in \[0, 2\], got 3.0"):
         build_config(parser.parse_args(["--input-temperature", "3"]))
+    # The request limit (a guard against a generator whose items are all dropped) is a flag.
+    cpu = build_config(parser.parse_args(["--preset", "cpu"]))
+    assert cpu.max_input_requests is None and cpu.input_request_limit() == 4 * -(-cpu.n // 8)
+    raised = build_config(parser.parse_args(["--preset", "cpu", "--max-input-requests", "50"]))
+    assert raised.input_request_limit() == 50
+    with pytest.raises(GenpiError, match="--max-input-requests must be at least 1, got 0"):
+        build_config(parser.parse_args(["--max-input-requests", "0"]))

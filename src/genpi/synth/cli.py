@@ -49,12 +49,17 @@ SETTING_FLAGS: dict[str, tuple[Callable[[str], Any], str]] = {
         "continue style starts it from the exemplars); '' for an endpoint that cannot "
         "continue an assistant message",
     ),
+    "max_input_requests": (
+        int,
+        "generator requests after which stage 1 stops short of --n (default: 4 per "
+        "ceil(n / num-gen-once), at least 8); raise it when the teacher's check drops most items",
+    ),
     "max_turns": (int, "agent turns per conversation"),
     "heldout_fraction": (float, "inputs kept out of training"),
     "batch_size": (int, "conversations per generate call"),
     "seed": (int, "sampling seed"),
 }
-COUNTS = ("n", "num_gen_once", "max_turns", "batch_size")  # each at least 1
+COUNTS = ("n", "num_gen_once", "max_input_requests", "max_turns", "batch_size")  # each at least 1
 # --max-new-tokens caps every generation: these fields.
 CAPPED = (
     "agent_max_new_tokens",

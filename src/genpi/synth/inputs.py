@@ -16,7 +16,8 @@ to be a task (a number, a bare label, a heading, a markup fragment), too long, a
 prompt's own text, a copy of a demonstration, an exact or near duplicate. Then the teacher's
 check (``teacher_check``, where the prompt has an ``action_pattern``): the target model *with*
 the prompt answers the input, and the input is kept only when that answer holds an action the
-prompt's reader reads. The answer is stored with the input and reused as the first agent turn of
+prompt's reader reads, and that action is not a demonstration's replayed (nothing of the input in
+it, a demonstration's own value instead: ``DemonstrationReplay``). The answer is stored with the input and reused as the first agent turn of
 the role-play (stage 2), so the check costs no extra generation.
 
 Counts live in ``inputs.log.jsonl``, one line per batch, written before the batch's records: a
@@ -66,7 +67,8 @@ GATE_REASONS = (
     "exact_duplicates",
     "near_duplicates",
 )
-TEACHER_REASONS = ("teacher_rejected", "teacher_unchecked")
+# "teacher_copied": the teacher acted, but by replaying a demonstration (``DemonstrationReplay``).
+TEACHER_REASONS = ("teacher_rejected", "teacher_copied", "teacher_unchecked")
 # "cut_off": the last item of an answer that hit the generator's token cap (it ends mid-sentence).
 DROP_REASONS = ("cut_off", *GATE_REASONS, *TEACHER_REASONS, "surplus")
 # Stage totals that describe the run as a whole, not a batch (never summed from the log).
@@ -206,9 +208,9 @@ def _after_anchor(content: str, prefix: str, suffix: str) -> str:
     return ""
 
 
-def instruction_aspects(prompt: Prompt) -> list[str]:
-    """Sentences of the prompt's instructions (system turns, a leading user turn), to vary the
-    focus of the input requests with; the demonstration inputs are left out."""
+def instruction_texts(prompt: Prompt) -> list[str]:
+    """The prompt's instructions: its system turns and a leading user turn, the demonstration
+    inputs (which a leading user turn may end with) left out."""
     texts = [m["content"] for m in prompt.messages if m["role"] == "system"]
     first = next((m for m in prompt.messages if m["role"] != "system"), None)
     if first is not None and first["role"] == "user":
@@ -216,14 +218,50 @@ def instruction_aspects(prompt: Prompt) -> list[str]:
         for demo in demonstration_inputs(prompt):
             text = text.replace(demo, "\n")
         texts.append(text)
+    return texts
+
+
+def instruction_aspects(prompt: Prompt) -> list[str]:
+    """Sentences of the prompt's instructions (system turns, a leading user turn), to vary the
+    focus of the input requests with; the demonstration inputs are left out."""
     aspects = []
-    for text in texts:
+    for text in instruction_texts(prompt):
         for sentence in re.split(r"(?<=[.!?])\s+|\n+", text):
             sentence = sentence.strip(" -*#\t")
             words = _words(sentence)
             if 5 <= len(words) <= 40 and INPUT_SLOT not in sentence and sentence not in aspects:
                 aspects.append(sentence)
     return aspects
+
+
+@dataclass(frozen=True)
+class DemonstrationReplay:
+    """Tells an action that replays a demonstration from one that acts on the input.
+
+    A small teacher that does not know what to do with an input clicks the demonstration's
+    product or gives the demonstration's answer ("click[Buy Now]" on a page without that
+    button); such an answer says the input is not the prompt's task, and training on it teaches
+    the student to emit values it will never see. An action replays a demonstration when, past
+    the instructions' own words (the action names, the format), nothing in it comes from the
+    input and some of it is a demonstration's own value (a product id, a file name, an answer).
+    An action built from the input ("run[wc -l notes.txt]" for "count the lines of notes.txt")
+    is no replay, even where it borrows a demonstration's command.
+    """
+
+    # Words of two characters or more that the demonstrations use and the instructions never do.
+    demonstration_words: frozenset[str]
+    instruction_words: frozenset[str]
+
+    @classmethod
+    def of(cls, prompt: Prompt) -> DemonstrationReplay:
+        everything = tokens("\n".join(m["content"] for m in prompt.messages))
+        instructions = tokens("\n".join(instruction_texts(prompt)))
+        own = frozenset(w for w in everything - instructions if len(w) >= 2)
+        return cls(own, instructions)
+
+    def replays(self, action: str, x: str) -> bool:
+        words = tokens(action) - self.instruction_words
+        return bool(words & self.demonstration_words) and not words & tokens(x)
 
 
 # -- the quality gate --------------------------------------------------------------------------
@@ -806,10 +844,11 @@ def run_inputs(
         if slot:
             kept_inputs.append(slot)
     # Items the teacher turned down (or that were surplus) are not offered to it again.
-    for text in log.dropped("teacher_rejected", "surplus"):
+    for text in log.dropped("teacher_rejected", "teacher_copied", "surplus"):
         gate.seen(text)
     mode = teacher_mode(run, config, model)
     aspects = instruction_aspects(prompt)
+    replay = DemonstrationReplay.of(prompt)
     k = items_per_request(config, [*demos, *seeds])
 
     def as_input(item: str) -> str:
@@ -949,9 +988,17 @@ def run_inputs(
                         new["teacher_checked"] += len(chunk)
                     for item, answer in zip(chunk, answers, strict=True):
                         if teacher is not None:
-                            if prompt.read_action(answer or "") is None:
-                                new["teacher_rejected"] += 1
-                                dropped.append(["teacher_rejected", item[:300]])
+                            action = prompt.read_action(answer or "")
+                            verdict = (
+                                "teacher_rejected"
+                                if action is None
+                                else "teacher_copied"
+                                if replay.replays(action, as_input(item))
+                                else None
+                            )
+                            if verdict is not None:
+                                new[verdict] += 1
+                                dropped.append([verdict, item[:300]])
                                 continue
                             new["teacher_accepted"] += 1
                         if kept >= config.n:
