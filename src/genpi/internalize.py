@@ -83,7 +83,14 @@ def add_run_arguments(parser: argparse.ArgumentParser, compression_default: str 
     parser.add_argument("--preset", choices=sorted(PRESETS), default="paper")
     add_setting_arguments(
         parser,
-        ("n", "max_turns", "heldout_fraction", "input_style", "input_temperature"),
+        (
+            "n",
+            "max_turns",
+            "heldout_fraction",
+            "input_style",
+            "input_temperature",
+            "max_input_requests",
+        ),
         heldout_fraction="share of the inputs kept out of training and evaluated on "
         "(0 with --eval-inputs)",
         max_new_tokens="cap on every generation (synthesis, eval)",
