@@ -242,3 +242,37 @@ def test_os_prompt_teacher_acts_and_the_base_differs(tmp_path, os_prompt_path, a
     assert summary["reader"] == "os"
     assert upper["scores"]["format"] > 0
     assert base["scores"]["format"] < upper["scores"]["format"] or base["scores"]["rouge_l"] < 1
+
+
+def test_a_later_eval_of_fewer_systems_keeps_the_earlier_ones_that_still_hold(
+    tmp_path, tiny_model_dir, tiny_adapter_dir, example_prompt_path
+):
+    """A resumed `genpi internalize --methods sft` evaluates sft only: the set's table must
+    still hold genpi, scored earlier on the same items, unless genpi's weights changed since."""
+    run = _run_dir(tmp_path, example_prompt_path, tiny_adapter_dir)
+    kw = {"model": str(tiny_model_dir), "max_new_tokens": 4, "dtype": "fp32", "progress": False}
+    (both,) = evaluate(run, **kw)
+    (later,) = evaluate(run, adapters=[run / "adapters" / "sft"], **kw)
+    names = [e["name"] for e in later["systems"]]
+    assert names == ["upper_bound", "base", "sft", "genpi"]
+    # As written to eval/heldout.json (tuples are lists there): the same entries, scores and all.
+    earlier = {e["name"]: e for e in json.loads(json.dumps(both))["systems"]}
+    assert json.loads(json.dumps(later["systems"])) == [earlier[n] for n in names]
+    rows = (run / "eval" / "heldout.answers.jsonl").read_text().splitlines()
+    assert sorted(json.loads(r)["system"] for r in rows) == sorted(names * 2)
+    assert "| genpi | genpi |" in compare(run, png=False)
+
+    # Other settings are another basis: nothing earlier is carried into that table.
+    (capped,) = evaluate(run, adapters=[run / "adapters" / "sft"], **{**kw, "max_new_tokens": 3})
+    assert [e["name"] for e in capped["systems"]] == ["upper_bound", "base", "sft"]
+    evaluate(run, **kw)  # genpi back in, at 4 tokens
+    # genpi retrained since it was scored: its old scores are not carried.
+    path = run / "adapters" / "genpi" / "adapter_model.safetensors"
+    save_file({k: v * 2 for k, v in load_file(path).items()}, path)
+    (after,) = evaluate(run, adapters=[run / "adapters" / "sft"], **kw)
+    assert [e["name"] for e in after["systems"]] == ["upper_bound", "base", "sft"]
+    # An adapter deleted since is not carried either.
+    evaluate(run, **kw)
+    shutil.rmtree(run / "adapters" / "genpi")
+    (gone,) = evaluate(run, adapters=[run / "adapters" / "sft"], **kw)
+    assert [e["name"] for e in gone["systems"]] == ["upper_bound", "base", "sft"]

@@ -129,7 +129,10 @@ def evaluate_set(
     compression_info: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run every system on ``items``, score against the teacher, write eval/<set>.json + answers."""
+    """Run every system on ``items``, score against the teacher, write eval/<set>.json + answers.
+
+    Systems an earlier call scored on the same basis and this one does not are kept in the
+    table (``_earlier_systems``)."""
     if not items:
         raise EvalError(f"evaluation set {set_name!r} has no inputs")
     if systems[0].name != UPPER_BOUND:
@@ -206,6 +209,16 @@ def evaluate_set(
                     "finish_reason": rec["finish_reason"],
                 }
             )
+    for entry in summary_systems:
+        entry["stamp"] = _adapter_stamp(entry["adapter"])
+    # What every score of the set is measured against: the same items, references and settings.
+    basis = _fingerprint(prompt.fingerprint, model_info, items_key, references, max_new_tokens)
+    carried, carried_rows, carried_rates = _earlier_systems(
+        out_dir, set_name, basis, {s.name for s in systems}
+    )
+    summary_systems += carried
+    answer_rows += carried_rows
+    compression_info = {**carried_rates, **(compression_info or {})}
     upper_scores = summary_systems[0]["scores"]
     for entry in summary_systems:
         entry["normalised"] = metrics.normalise_scores(entry["scores"], upper_scores)
@@ -214,6 +227,7 @@ def evaluate_set(
         "multi_turn": multi_turn,
         "reference": "recorded teacher turns" if multi_turn else "the upper bound's greedy answers",
         "n_items": len(items),
+        "basis": basis,
         "prompt": {"name": prompt.name, "fingerprint": prompt.fingerprint},
         "reader": reader_name(prompt),
         "model": model_info,
@@ -229,6 +243,50 @@ def evaluate_set(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in answer_rows),
     )
     return summary
+
+
+def _earlier_systems(
+    out_dir: Path, set_name: str, basis: str, names: set[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """The systems an earlier evaluation of this set scored and this one does not (a resumed
+    ``genpi internalize`` with fewer --methods, ``genpi eval --adapter`` of one adapter): their
+    entries, answer rows and compression records, so that the set's table keeps every system.
+
+    Only what is still true is carried: the earlier results must share this call's basis (the
+    same items, references, model and settings), and an adapter must still be on disk with the
+    weights it was scored with; anything else is left out, to be evaluated again when asked for.
+    """
+    try:
+        earlier = json.loads((out_dir / f"{set_name}.json").read_text())
+    except (OSError, ValueError):
+        return [], [], {}
+    if not isinstance(earlier, dict) or earlier.get("basis") != basis:
+        return [], [], {}
+    carried = []
+    for entry in earlier.get("systems", []):
+        if entry.get("name") in names:
+            continue
+        adapter = entry.get("adapter")
+        if adapter is not None and (
+            not Path(adapter).is_dir()
+            or json.loads(json.dumps(_adapter_stamp(adapter))) != entry.get("stamp")
+        ):
+            continue
+        carried.append(entry)
+    kept = {e["name"] for e in carried}
+    rows: list[dict[str, Any]] = []
+    if kept:
+        try:
+            text = (out_dir / f"{set_name}.answers.jsonl").read_text()
+        except OSError:
+            return [], [], {}
+        rows = [r for r in map(json.loads, text.splitlines()) if r.get("system") in kept]
+    rates = {
+        f"{e['rate']:g}": earlier.get("compression", {}).get(f"{e['rate']:g}")
+        for e in carried
+        if e.get("rate") is not None
+    }
+    return carried, rows, {k: v for k, v in rates.items() if v is not None}
 
 
 def evaluate(
