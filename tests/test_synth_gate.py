@@ -347,6 +347,37 @@ def test_demonstration_replay_gives_each_hand_made_action_its_verdict():
     shell_replay = DemonstrationReplay.of(shell)
     assert not shell_replay.replays("run[wc -l < notes.txt]", "Task: lines in notes.txt?")
     assert shell_replay.replays("done[/var/log/syslog]", "Task: what time is it?")
+    # An action in a language: its keywords are the demonstrations' words, but a query that
+    # names the input's table, or writes anything new, is the teacher's own.
+    sql = prompt_from_dict(
+        {
+            "messages": [
+                {
+                    "role": "system",
+                    "content": "Tables: customers(id, city), orders(id, total). "
+                    "Reply with Action: sql[QUERY] or Action: final[ANSWER].",
+                },
+                {"role": "user", "content": "Question: how many products are out of stock?"},
+                {"role": "assistant", "content": "Action: sql[SELECT COUNT(*) FROM products]"},
+                {"role": "user", "content": "Result: 17"},
+                {"role": "assistant", "content": "Action: final[17]"},
+            ],
+            "input_template": "Question: {input}",
+            "action_pattern": r"Action:\s*((sql|final)\[.*\])",
+        }
+    )
+    sql_replay = DemonstrationReplay.of(sql)
+    assert sql_replay.action_names == {"action", "sql", "final"}  # \s is no word
+    question = "Question: how many customers live in Lyon?"
+    assert [
+        sql_replay.replays(a, question)
+        for a in (
+            "sql[SELECT COUNT(*) FROM customers WHERE city = 'Lyon']",
+            "sql[SELECT AVG(total) FROM orders]",
+            "sql[SELECT COUNT(*) FROM products]",
+            "final[17]",
+        )
+    ] == [False, False, True, True]
 
 
 class CopyingTeacher(ScriptedBackend):

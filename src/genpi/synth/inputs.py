@@ -242,26 +242,35 @@ class DemonstrationReplay:
     product or gives the demonstration's answer ("click[Buy Now]" on a page without that
     button); such an answer says the input is not the prompt's task, and training on it teaches
     the student to emit values it will never see. An action replays a demonstration when, past
-    the instructions' own words (the action names, the format), nothing in it comes from the
-    input and some of it is a demonstration's own value (a product id, a file name, an answer).
-    An action built from the input ("run[wc -l notes.txt]" for "count the lines of notes.txt")
-    is no replay, even where it borrows a demonstration's command.
+    the action's name (the words of ``action_pattern``), nothing in it comes from the input,
+    every word of it comes from the prompt, and some of it is a demonstration's own value (a
+    product id, a file name, an answer: a word the instructions never use). An action that
+    takes anything from the input ("run[wc -l notes.txt]" for "count the lines of notes.txt"),
+    or writes something new ("sql[SELECT AVG(total) FROM orders]"), is no replay, even where it
+    borrows a demonstration's command.
     """
 
     # Words of two characters or more that the demonstrations use and the instructions never do.
     demonstration_words: frozenset[str]
-    instruction_words: frozenset[str]
+    prompt_words: frozenset[str]
+    action_names: frozenset[str]
 
     @classmethod
     def of(cls, prompt: Prompt) -> DemonstrationReplay:
         everything = tokens("\n".join(m["content"] for m in prompt.messages))
         instructions = tokens("\n".join(instruction_texts(prompt)))
         own = frozenset(w for w in everything - instructions if len(w) >= 2)
-        return cls(own, instructions)
+        # The pattern's literal words ("search", "click"), its escapes (\s, \d) left out.
+        names = tokens(re.sub(r"\\[A-Za-z]", " ", prompt.action_pattern or ""))
+        return cls(own, everything, names)
 
     def replays(self, action: str, x: str) -> bool:
-        words = tokens(action) - self.instruction_words
-        return bool(words & self.demonstration_words) and not words & tokens(x)
+        words = tokens(action) - self.action_names
+        return (
+            bool(words & self.demonstration_words)
+            and words <= self.prompt_words
+            and not words & tokens(x)
+        )
 
 
 # -- the quality gate --------------------------------------------------------------------------
