@@ -54,7 +54,8 @@ def _adapter_stamp(adapter: str | None) -> Any:
     if adapter is None:
         return None
     weights = sorted(Path(adapter).glob("adapter_model.*"))
-    return [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]
+    # Lists, not tuples: the stamp is compared with the one read back from eval/<set>.json.
+    return [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights]
 
 
 def run_system(
@@ -185,6 +186,7 @@ def evaluate_set(
                 "scores": scores,
                 "n": len(records),
                 "seconds": sum(r["seconds"] for r in records),
+                "stamp": _adapter_stamp(system.adapter),
             }
         )
         rouge = metrics.rouge_l(answers, references)
@@ -209,8 +211,6 @@ def evaluate_set(
                     "finish_reason": rec["finish_reason"],
                 }
             )
-    for entry in summary_systems:
-        entry["stamp"] = _adapter_stamp(entry["adapter"])
     # What every score of the set is measured against: the same items, references and settings.
     basis = _fingerprint(prompt.fingerprint, model_info, items_key, references, max_new_tokens)
     carried, carried_rows, carried_rates = _earlier_systems(
@@ -268,8 +268,7 @@ def _earlier_systems(
             continue
         adapter = entry.get("adapter")
         if adapter is not None and (
-            not Path(adapter).is_dir()
-            or json.loads(json.dumps(_adapter_stamp(adapter))) != entry.get("stamp")
+            not Path(adapter).is_dir() or _adapter_stamp(adapter) != entry.get("stamp")
         ):
             continue
         carried.append(entry)

@@ -16,9 +16,10 @@ to be a task (a number, a bare label, a heading, a markup fragment), too long, a
 prompt's own text, a copy of a demonstration, an exact or near duplicate. Then the teacher's
 check (``teacher_check``, where the prompt has an ``action_pattern``): the target model *with*
 the prompt answers the input, and the input is kept only when that answer holds an action the
-prompt's reader reads, and that action is not a demonstration's replayed (nothing of the input in
-it, a demonstration's own value instead: ``DemonstrationReplay``). The answer is stored with the input and reused as the first agent turn of
-the role-play (stage 2), so the check costs no extra generation.
+prompt's reader reads, and that action is not a demonstration's replayed (nothing of the input
+in it, a demonstration's own value instead: ``DemonstrationReplay``). The answer is stored with
+the input and reused as the first agent turn of the role-play (stage 2), so the check costs no
+extra generation.
 
 Counts live in ``inputs.log.jsonl``, one line per batch, written before the batch's records: a
 run killed between the two writes is repaired from the log on resume, so nothing is counted twice
@@ -998,13 +999,11 @@ def run_inputs(
                     for item, answer in zip(chunk, answers, strict=True):
                         if teacher is not None:
                             action = prompt.read_action(answer or "")
-                            verdict = (
-                                "teacher_rejected"
-                                if action is None
-                                else "teacher_copied"
-                                if replay.replays(action, as_input(item))
-                                else None
-                            )
+                            verdict = None
+                            if action is None:
+                                verdict = "teacher_rejected"
+                            elif replay.replays(action, as_input(item)):
+                                verdict = "teacher_copied"
                             if verdict is not None:
                                 new[verdict] += 1
                                 dropped.append([verdict, item[:300]])
